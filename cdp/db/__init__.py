@@ -1,0 +1,1 @@
+"""Storage: the SQLAlchemy engine, the table models and the alembic migrations."""

@@ -1,0 +1,195 @@
+"""The tables. Every change here comes with an alembic revision in migrations/versions/."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Explicit constraint names, so that migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only autoincrements INTEGER
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_last_id = 0
+_id_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """A UUIDv7 string: unique, ordered by creation time (and strictly increasing within a
+    process), so keyset pagination by id follows creation order."""
+    global _last_id
+    # 48 bits of milliseconds, then 74 random bits; bumped by one when the clock has not moved.
+    candidate = (time.time_ns() // 1_000_000) << 74 | int.from_bytes(os.urandom(10), "big") >> 6
+    with _id_lock:
+        candidate = max(candidate, _last_id + 1)
+        _last_id = candidate
+    ms, rand_a, rand_b = candidate >> 74, (candidate >> 62) & 0xFFF, candidate & (2**62 - 1)
+    return str(uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    merged_into: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("profiles.id"), index=True
+    )
+    """Set when this profile was merged away: its id keeps resolving to the survivor."""
+    traits: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    trait_sources: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    """Per trait: {"source", "event_id", "at"}: where its current value came from."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Identifier(Base):
+    __tablename__ = "identifiers"
+    __table_args__ = (UniqueConstraint("type", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(512))
+    profile_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), index=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentityEdge(Base):
+    """Two identifiers seen together, and why we believe it."""
+
+    __tablename__ = "identity_edges"
+    __table_args__ = (Index(None, "a_id"), Index(None, "b_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    a_id: Mapped[int] = mapped_column(BigId, ForeignKey("identifiers.id"))
+    b_id: Mapped[int] = mapped_column(BigId, ForeignKey("identifiers.id"))
+    source: Mapped[str] = mapped_column(String(255))
+    """What linked them: "event", "connector:crm", "manual", "model:v3" …"""
+    event_id: Mapped[int | None] = mapped_column(BigId)
+    rule: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class Merge(Base):
+    """A merge of one profile into another: who, when, why."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    survivor_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), index=True)
+    merged_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """A collected message, stored before it is acknowledged."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "message_id"),
+        Index(None, "profile_id", "timestamp"),
+        Index(None, "processed_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(255))
+    profile_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(512))
+    anonymous_id: Mapped[str | None] = mapped_column(String(512))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    original_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """None until identity resolution has applied the event to a profile."""
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    """The whole message as received, unknown fields included."""
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+
+    profile_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True, default="*")
+    status: Mapped[str] = mapped_column(String(16))
+    """granted, denied or revoked."""
+    source: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    """The key's first characters, shown in listings so an admin can tell keys apart."""
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(255))
+    """Space-separated."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,1 @@
+"""The GraphQL API: schema, types, context and the ASGI view."""

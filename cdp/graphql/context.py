@@ -1,0 +1,52 @@
+"""The typed request context every resolver receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import strawberry
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cdp.graphql.loaders import Loaders
+from cdp.keys import Principal
+from cdp.runtime import Runtime
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    request: Request
+    response: Response
+    runtime: Runtime
+    principal: Principal | None
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.read)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run `work` with a session in a worker thread, so database I/O never blocks the loop."""
+
+        def run() -> T:
+            with self.runtime.sessions() as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Like `read`, in a transaction that commits when `work` returns."""
+
+        def run() -> T:
+            with self.runtime.transaction() as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
+
+
+Info = strawberry.Info[Context, Any]

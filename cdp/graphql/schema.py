@@ -1,0 +1,76 @@
+"""Building the schema with its limits; `schema` is what `schema.graphql` is exported from."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+from cdp.config import Config, GraphQLConfig
+from cdp.errors import UserError
+from cdp.graphql.query import Query
+
+log = logging.getLogger("cdp.graphql")
+CACHE_SIZE = 512
+
+
+def _is_internal(error: GraphQLError) -> bool:
+    """Everything but validation errors and errors raised on purpose for the client."""
+    original = error.original_error
+    return not (original is None or isinstance(original, UserError | GraphQLError))
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Called before masking: internal errors are logged in full here, and only here.
+        for error in errors:
+            if _is_internal(error):
+                log.error(
+                    "internal error in GraphQL: %s", error.path, exc_info=error.original_error
+                )
+            else:
+                log.debug("GraphQL client error: %s", error.message)
+
+
+def build_extensions(
+    limits: GraphQLConfig, introspection: bool
+) -> list[Callable[[], SchemaExtension]]:
+    # The limiters create a new validation-rule class per instance; a new class per request
+    # would miss the validation cache every time. So the rule classes are made here, once,
+    # and every request's extension reuses the same classes.
+    rules = (
+        QueryDepthLimiter(max_depth=limits.max_depth).validation_rules
+        + MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules
+        + ([] if introspection else DisableIntrospection().validation_rules)
+    )
+    return [
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: ParserCache(maxsize=CACHE_SIZE),
+        lambda: AddValidationRules(rules),
+        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error"),
+    ]
+
+
+def build_schema(config: Config) -> Schema:
+    return Schema(
+        query=Query,
+        extensions=build_extensions(config.graphql, introspection=config.development),
+    )
+
+
+schema = build_schema(Config())

@@ -1,0 +1,52 @@
+"""The running server's state: config, database, plugins. Built once per process (or per test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cdp.config import Config
+from cdp.db.engine import make_engine
+from cdp.db.migrate import ensure_current
+from cdp.plugins import PluginHost
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: Engine
+    plugins: PluginHost
+    sessions: sessionmaker[Session]
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        extra_plugins: Iterable[tuple[str, object]] = (),
+        check_schema: bool = True,
+    ) -> Runtime:
+        """Load plugins and open the database; refuse an un-migrated schema unless told not to."""
+        plugins = PluginHost(config.plugins, extra=extra_plugins)
+        engine = make_engine(config.database.url)
+        try:
+            if check_schema:
+                ensure_current(engine, config.database.auto_migrate)
+        except BaseException:
+            engine.dispose()
+            raise
+        runtime = cls(config, engine, plugins, sessionmaker(engine, expire_on_commit=False))
+        plugins.notify("startup", runtime=runtime)
+        return runtime
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
