@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from cdp.collect.api import collection_routes
 from cdp.graphql.view import GraphQLView
 from cdp.health import healthz
+from cdp.ingest.writer import Writer
 from cdp.metrics import Metrics, MetricsMiddleware
 from cdp.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Starlette:
     metrics = Metrics()
-    graphql = GraphQLView(runtime)
+    writer = Writer(runtime)
+    graphql = GraphQLView(runtime, writer)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        *collection_routes(runtime, writer),
         Route("/healthz", healthz(runtime), methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+
     app = Starlette(
         routes=routes,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.writer = writer
     return app

@@ -11,37 +11,18 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cdp.errors import ConfigError
+from cdp.identity.rules import IdentityConfig
+from cdp.settings import EnvValue, Secret, Section
+
+__all__ = ["Config", "EnvValue", "Secret", "Section", "load_config"]
 
 DEFAULT_PATH = "cdp.toml"
 ENV_PREFIX = "CDP_"
-
-
-class EnvValue(str):
-    """A string that came from the environment (a `{ env = ... }` reference or a `CDP_*` override).
-
-    Secrets must be of this kind: a literal secret in the config file is refused.
-    """
-
-
-def _secret_from_env(value: Any) -> Any:
-    if isinstance(value, EnvValue):
-        return value
-    if isinstance(value, str):
-        raise ValueError('secrets are not kept in config files; write { env = "VARIABLE_NAME" }')
-    return value
-
-
-Secret = Annotated[SecretStr, BeforeValidator(_secret_from_env)]
-"""A config value that must come from the environment; component configs use it for passwords."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerConfig(Section):
@@ -81,6 +62,12 @@ class ComponentEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TraitsConfig(Section):
+    source_priority: dict[str, int] = {}
+    """Per source (collect key name or connector name): a higher number's values are not
+    overwritten by a lower one's, however much newer. Sources not named have priority 0."""
+
+
 class Config(Section):
     mode: Literal["production", "development"] = "production"
     """development turns on GraphiQL and introspection."""
@@ -88,6 +75,8 @@ class Config(Section):
     database: DatabaseConfig = DatabaseConfig()
     plugins: PluginsConfig = PluginsConfig()
     graphql: GraphQLConfig = GraphQLConfig()
+    identity: IdentityConfig = IdentityConfig()
+    traits: TraitsConfig = TraitsConfig()
     sources: list[ComponentEntry] = []
     channels: list[ComponentEntry] = []
 

@@ -21,6 +21,9 @@ class Runtime:
     engine: Engine
     plugins: PluginHost
     sessions: sessionmaker[Session]
+    writers: sessionmaker[Session]
+    """Sessions for writers that read first (identity resolution): on SQLite their transactions
+    take the write lock at BEGIN; on PostgreSQL they are ordinary sessions."""
 
     @classmethod
     def start(
@@ -38,7 +41,16 @@ class Runtime:
         except BaseException:
             engine.dispose()
             raise
-        runtime = cls(config, engine, plugins, sessionmaker(engine, expire_on_commit=False))
+        write_engine = engine
+        if engine.dialect.name == "sqlite":
+            write_engine = make_engine(config.database.url, immediate=True)
+        runtime = cls(
+            config,
+            engine,
+            plugins,
+            sessions=sessionmaker(engine, expire_on_commit=False),
+            writers=sessionmaker(write_engine, expire_on_commit=False),
+        )
         plugins.notify("startup", runtime=runtime)
         return runtime
 
@@ -48,5 +60,12 @@ class Runtime:
         with self.sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction (see `writers`) that commits on success."""
+        with self.writers.begin() as session:
+            yield session
+
     def close(self) -> None:
         self.engine.dispose()
+        self.writers.kw["bind"].dispose()

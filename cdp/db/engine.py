@@ -16,16 +16,19 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, immediate: bool = False, **kwargs: Any) -> Engine:
+    """`immediate`: on SQLite, every transaction takes the write lock at BEGIN (for writers that
+    read before they write, which would otherwise fail when another writer got there first)."""
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
-        # `BEGIN IMMEDIATE` can be used where a write lock must be taken up front.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves (SQLAlchemy's
+        # documented recipe) so that SAVEPOINTs work and BEGIN IMMEDIATE is possible.
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
 

@@ -128,11 +128,13 @@ class IdentityEdge(Base):
 
 
 class Merge(Base):
-    """A merge of one profile into another: who, when, why."""
+    """A merge of one profile into another, or a split of one out of another: who, when, why."""
 
     __tablename__ = "merges"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8), default="merge", server_default="merge")
+    """"merge": merged_id was merged into survivor_id; "split": merged_id was split out of it."""
     survivor_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), index=True)
     merged_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), index=True)
     reason: Mapped[str] = mapped_column(Text)
@@ -165,8 +167,21 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """None until identity resolution has applied the event to a profile."""
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why identity resolution could not apply the event (it is then processed, unattached)."""
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     """The whole message as received, unknown fields included."""
+
+
+class ProfileGroup(Base):
+    """A group (account, company) the person belongs to, from `group` calls; never used to match."""
+
+    __tablename__ = "profile_groups"
+
+    profile_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    traits: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Consent(Base):

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cdp.graphql.loaders import Loaders
+from cdp.ingest.writer import Writer
 from cdp.keys import Principal
 from cdp.runtime import Runtime
 
@@ -24,6 +25,7 @@ class Context:
     request: Request
     response: Response
     runtime: Runtime
+    writer: Writer
     principal: Principal | None
     loaders: Loaders = field(init=False)
 

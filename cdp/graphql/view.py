@@ -12,12 +12,13 @@ from strawberry.asgi import GraphQL
 
 from cdp.graphql.context import Context
 from cdp.graphql.schema import build_schema
+from cdp.ingest.writer import Writer
 from cdp.keys import Principal, authenticate
 from cdp.runtime import Runtime
 
 
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, writer: Writer) -> None:
         dev = runtime.config.development
         super().__init__(
             build_schema(runtime.config),
@@ -25,6 +26,7 @@ class GraphQLView(GraphQL[Context, None]):
             allow_queries_via_get=False,
         )
         self.runtime = runtime
+        self.writer = writer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -51,7 +53,11 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_context(self, request: Any, response: Any) -> Context:
         principal = request.scope.get("state", {}).get("principal")
         return Context(
-            request=request, response=response, runtime=self.runtime, principal=principal
+            request=request,
+            response=response,
+            runtime=self.runtime,
+            writer=self.writer,
+            principal=principal,
         )
 
 

@@ -1,0 +1,1 @@
+"""The collection API: Segment-spec messages in, validated events out."""

@@ -1,0 +1,160 @@
+"""The collection API: Segment's HTTP tracking API, so Segment's and RudderStack's client
+libraries work unchanged.
+
+`POST /v1/identify|track|page|screen|group|alias|batch` (and `/v1/import`, an alias of batch),
+with a `collect`-scope key as the HTTP Basic user name (or as `writeKey` in the body). A message
+is acknowledged only once it is committed. In a batch, valid messages are accepted and invalid
+ones reported one by one, with a 400 naming each one's index and field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import logging
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cdp.collect.messages import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TYPES,
+    FieldError,
+    MessageError,
+    parse_batch,
+    parse_single,
+)
+from cdp.ingest.writer import Writer
+from cdp.keys import Principal, Scope, authenticate
+from cdp.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.response = JSONResponse(
+            {"success": False, "errors": [{"index": None, "field": None, "message": message}]},
+            status_code=status,
+            headers=headers,
+        )
+
+
+def collection_routes(runtime: Runtime, writer: Writer) -> list[Route]:
+    async def collect(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        kind = "batch" if kind == "import" else kind
+        if kind != "batch" and kind not in MESSAGE_TYPES:
+            return _Refused(404, f"unknown endpoint /v1/{kind}").response
+        received_at = datetime.now(UTC)
+        limit = MAX_BATCH_BYTES if kind == "batch" else MAX_MESSAGE_BYTES
+        try:
+            body = await _read_body(request, limit)
+            principal = await _principal(runtime, request, body)
+        except _Refused as refused:
+            return refused.response
+        try:
+            if kind == "batch":
+                messages, errors = parse_batch(body, received_at)
+            else:
+                messages, errors = [parse_single(body, kind, received_at)], []
+        except MessageError as exc:
+            return _result(0, 0, exc.errors)
+        try:
+            accepted = await writer.submit(messages, principal.name) if messages else []
+        except Exception:
+            log.exception("could not store %d messages", len(messages))
+            return _Refused(503, "the events could not be stored; retry").response
+        duplicates = sum(1 for a in accepted if a.event_id is None)
+        return _result(len(accepted) - duplicates, duplicates, errors)
+
+    return [Route("/v1/{kind}", collect, methods=["POST"])]
+
+
+def _result(accepted: int, duplicates: int, errors: list[FieldError]) -> JSONResponse:
+    body: dict[str, Any] = {"success": not errors, "accepted": accepted, "duplicates": duplicates}
+    if errors:
+        body["errors"] = [{"index": e.index, "field": e.field, "message": str(e)} for e in errors]
+    return JSONResponse(body, status_code=400 if errors else 200)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes (after gzip/deflate decoding) without reading more."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _Refused(413, f"request body over the {limit // 1024} KB limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"request body over the {limit // 1024} KB limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        decoder = zlib.decompressobj(wbits)
+        try:
+            # Bounded: a small compressed body must not expand past the limit (zip bomb).
+            body = decoder.decompress(body, limit + 1)
+        except (zlib.error, gzip.BadGzipFile):
+            raise _Refused(400, f"body is not valid {encoding} data") from None
+        if len(body) > limit or decoder.unconsumed_tail:
+            raise _Refused(413, f"decoded request body over the {limit // 1024} KB limit")
+    elif encoding != "identity":
+        raise _Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+    return body
+
+
+async def _principal(runtime: Runtime, request: Request, body: bytes) -> Principal:
+    key = _basic_user(request.headers.get("authorization", "")) or _body_write_key(body)
+    if not key:
+        raise _Refused(
+            401,
+            "missing write key: send a collect key as the HTTP Basic user name",
+            {"WWW-Authenticate": 'Basic realm="cdp"'},
+        )
+
+    def lookup() -> Principal | None:
+        with runtime.sessions() as session:
+            return authenticate(session, key)
+
+    principal = await run_in_threadpool(lookup)
+    if principal is None:
+        raise _Refused(
+            401, "invalid or revoked write key", {"WWW-Authenticate": 'Basic realm="cdp"'}
+        )
+    if not principal.allows(Scope.COLLECT):
+        raise _Refused(403, "this key cannot send events: it needs the 'collect' scope")
+    return principal
+
+
+def _basic_user(header: str) -> str | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def _body_write_key(body: bytes) -> str | None:
+    # analytics.js can send the key in the body instead of the header.
+    if b'"writeKey"' not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    key = data.get("writeKey") if isinstance(data, dict) else None
+    return key if isinstance(key, str) and key else None

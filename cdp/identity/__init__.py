@@ -1,0 +1,1 @@
+"""Identity resolution: identifier rules (types, normalisation, limits, blocked values)."""

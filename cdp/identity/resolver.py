@@ -1,0 +1,488 @@
+"""Identity resolution: applies stored events to profiles, a chunk at a time.
+
+For each event, in the order the events were stored:
+
+1. Extract its identifiers (`Rules.extract`), strongest first. An `alias` also carries its
+   `previousId`, taken as the `user_id` it names if that exists, else as an `anonymous_id`.
+2. Find the profiles holding any of them.
+   - None: a new profile gets all of them.
+   - One or more: the oldest is the survivor. If merging them all and adding the new identifiers
+     keeps every identifier type within its limit (counting only identifiers seen within the
+     type's window), they are merged and the new identifiers added.
+   - Otherwise the message's lowest-priority identifiers are dropped and matching is retried.
+
+   Example, with the default rules (user_id: limit 1; anonymous_id: priority 5). Profile A holds
+   `user_id=u1, anonymous_id=a1`; profile B holds `user_id=u2`. A message arrives with
+   `userId=u2, anonymousId=a1` (u2 logged in on u1's laptop). Merging A and B would give the
+   survivor two user_ids, over the limit of 1, so `anonymous_id=a1` (the lowest priority) is
+   dropped; `user_id=u2` alone matches B, and the event goes to B. A and B stay apart.
+3. Traits (per trait, last write wins by event time and source priority), consent
+   (`context.consent.categoryPreferences`) and group membership are applied to the profile, and
+   the event is marked processed with its profile.
+
+Every new link is recorded as an edge of the identity graph (the message's strongest identifier
+to each identifier it brought to the profile) with the event as provenance; every merge is
+recorded with its reason. The caller holds the identity lock for the whole transaction.
+
+Writes are batched per chunk (one multi-row statement per table) and flushed before a merge, so
+the merge's SQL sees everything decided so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from cdp.db.models import Consent, Event, Identifier, IdentityEdge, Profile, ProfileGroup, new_id
+from cdp.identity import traits as trait_rules
+from cdp.identity.merge import merge_profiles
+from cdp.identity.rules import InvalidIdentifier, Rules
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+LOOKUP_CHUNK = 400
+# Core tables for executemany UPDATEs (the ORM's bulk-update mode wants primary-key names).
+IDENTIFIERS, PROFILES, EVENTS = Identifier.__table__, Profile.__table__, Event.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    source: str
+    type: str
+    timestamp: datetime
+    payload: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    event_id: int
+    profile_id: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRecord:
+    survivor_id: str
+    merged_ids: list[str]
+    reason: str
+
+
+@dataclass(slots=True)
+class _Id:
+    key: Key
+    profile_id: str
+    seen: datetime
+    id: int | None = None  # None until inserted
+
+
+@dataclass(slots=True)
+class _Profile:
+    id: str
+    created_at: datetime
+    traits: dict[str, Any]
+    sources: dict[str, Any]
+    ids: list[_Id] = field(default_factory=list)
+    new: bool = False
+
+
+class Resolver:
+    def __init__(
+        self, session: Session, rules: Rules, priority: Mapping[str, int], now: datetime
+    ) -> None:
+        self.session = session
+        self.rules = rules
+        self.priority = priority
+        self.now = now
+        self.ids: dict[Key, _Id] = {}
+        self.profiles: dict[str, _Profile] = {}
+        self.merges: list[MergeRecord] = []
+        self.redirect: dict[str, str] = {}
+        self._reset_buffers()
+
+    def _reset_buffers(self) -> None:
+        self.new_profiles: list[_Profile] = []
+        self.new_ids: list[_Id] = []
+        self.seen: dict[Key, datetime] = {}
+        self.edges: list[tuple[Key, Key, int, str]] = []
+        self.dirty: set[str] = set()
+        self.consents: dict[tuple[str, str], tuple[str, str, datetime]] = {}
+        self.groups: dict[tuple[str, str], tuple[dict[str, Any], datetime]] = {}
+        self.outcomes: list[Outcome] = []
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def run(self, events: Sequence[StoredEvent]) -> list[Outcome]:
+        extracted = [(event, self._identifiers(event)) for event in events]
+        self._load(
+            {key for _, (ids, _) in extracted for key in ids}
+            | {key for event in events for key in self._alias_candidates(event)}
+        )
+        results: list[Outcome] = []
+        for event, (keys, shared) in extracted:
+            keys = self._with_alias(event, keys)
+            if keys:
+                profile = self._resolve(event, keys)
+                self._apply(event, profile, shared)
+                outcome = Outcome(event.id, profile.id)
+            else:
+                outcome = Outcome(event.id, None, "no usable identifier")
+            self.outcomes.append(outcome)
+            results.append(outcome)
+        self._flush()
+        for outcome in results:  # events applied before a later merge in this chunk
+            while outcome.profile_id in self.redirect:
+                outcome.profile_id = self.redirect[outcome.profile_id]
+        return results
+
+    # --- matching ------------------------------------------------------------------------------
+
+    def _identifiers(self, event: StoredEvent) -> tuple[list[Key], list[Key]]:
+        found = self.rules.extract(event.payload)
+        for type_name, value, reason in found.rejected:
+            log.debug("event %s: identifier %s=%r dropped: %s", event.id, type_name, value, reason)
+        return found.identifiers, found.shared
+
+    def _alias_candidates(self, event: StoredEvent) -> tuple[Key, Key] | tuple[()]:
+        if event.type != "alias":
+            return ()
+        try:
+            value = self.rules.normalise("anonymous_id", event.payload.get("previousId"))
+        except InvalidIdentifier:
+            return ()
+        return (("user_id", value), ("anonymous_id", value))
+
+    def _with_alias(self, event: StoredEvent, keys: list[Key]) -> list[Key]:
+        candidates = self._alias_candidates(event)
+        if not candidates:
+            return keys
+        previous = candidates[0] if candidates[0] in self.ids else candidates[1]
+        if previous in keys:
+            return keys
+        return sorted([*keys, previous], key=lambda k: self.rules.priority(k[0]))
+
+    def _resolve(self, event: StoredEvent, keys: list[Key]) -> _Profile:
+        attempt = keys
+        while True:
+            matched = list(dict.fromkeys(self.ids[k].profile_id for k in attempt if k in self.ids))
+            if not matched:
+                return self._create(event, attempt)
+            profiles = sorted(
+                (self.profiles[p] for p in matched), key=lambda p: (p.created_at, p.id)
+            )
+            if self._fits(profiles, attempt):
+                if len(profiles) > 1:
+                    return self._merge(event, profiles[0], profiles[1:], attempt)
+                self._attach(event, profiles[0], attempt)
+                return profiles[0]
+            attempt = self._drop_weakest(attempt)
+            log.debug("event %s: limits exceeded, retrying with %s", event.id, attempt)
+
+    def _fits(self, profiles: list[_Profile], keys: list[Key]) -> bool:
+        adding = [k for k in keys if k not in self.ids]
+        if len(profiles) == 1 and not adding:
+            return True
+        seen_by_type: dict[str, list[datetime]] = defaultdict(list)
+        for profile in profiles:
+            for ident in profile.ids:
+                seen_by_type[ident.key[0]].append(ident.seen)
+        adding_by_type: dict[str, int] = defaultdict(int)
+        for type_name, _ in adding:
+            adding_by_type[type_name] += 1
+        changed = set(adding_by_type) | (set(seen_by_type) if len(profiles) > 1 else set())
+        return not any(
+            self.rules.over_limit(t, seen_by_type[t], self.now, adding_by_type[t]) for t in changed
+        )
+
+    def _drop_weakest(self, keys: list[Key]) -> list[Key]:
+        weakest = max(self.rules.priority(t) for t, _ in keys)
+        kept = [k for k in keys if self.rules.priority(k[0]) != weakest]
+        # All of one priority (e.g. two e-mails that belong to two people): keep the first.
+        return kept or keys[:1]
+
+    def _create(self, event: StoredEvent, keys: list[Key]) -> _Profile:
+        profile = _Profile(new_id(), event.timestamp, {}, {}, new=True)
+        self.profiles[profile.id] = profile
+        self.new_profiles.append(profile)
+        per_type: dict[str, int] = defaultdict(int)
+        kept = []
+        for key in keys:  # a message can carry more values of a type than the type's limit
+            per_type[key[0]] += 1
+            if not self.rules.over_limit(key[0], [], self.now, per_type[key[0]]):
+                kept.append(key)
+        self._attach(event, profile, kept)
+        return profile
+
+    def _attach(self, event: StoredEvent, profile: _Profile, keys: list[Key]) -> None:
+        anchor = keys[0]
+        anchor_owner = self.ids[anchor].profile_id if anchor in self.ids else None
+        for key in keys:
+            ident = self.ids.get(key)
+            if ident is None:
+                ident = _Id(key, profile.id, event.timestamp)
+                self.ids[key] = ident
+                profile.ids.append(ident)
+                self.new_ids.append(ident)
+                owner = None
+            else:
+                owner = ident.profile_id
+                if event.timestamp > ident.seen:
+                    ident.seen = event.timestamp
+                    if ident.id is not None:
+                        self.seen[key] = event.timestamp
+            if key != anchor and (owner is None or owner != anchor_owner):
+                self.edges.append((anchor, key, event.id, event.source))
+
+    # --- merging -------------------------------------------------------------------------------
+
+    def _merge(
+        self, event: StoredEvent, survivor: _Profile, others: list[_Profile], keys: list[Key]
+    ) -> _Profile:
+        # Record the links first: the edges say why these profiles are one person.
+        self._attach(event, survivor, keys)
+        self._flush()
+        linking = ", ".join(f"{t}={v}" for t, v in keys)
+        reason = (
+            f"{event.type} event {event.payload.get('messageId')} from {event.source} "
+            f"linked {linking}"
+        )
+        merged_ids = [p.id for p in others]
+        row = merge_profiles(
+            self.session,
+            survivor.id,
+            merged_ids,
+            reason=reason,
+            actor=f"source:{event.source}",
+            priority=self.priority,
+            event_id=event.id,
+        )
+        survivor.traits, survivor.sources = dict(row.traits), dict(row.trait_sources)
+        for other in others:
+            for ident in other.ids:
+                ident.profile_id = survivor.id
+                survivor.ids.append(ident)
+            del self.profiles[other.id]
+            self.redirect[other.id] = survivor.id
+        self.merges.append(MergeRecord(survivor.id, merged_ids, reason))
+        return survivor
+
+    # --- what the event says about the person --------------------------------------------------
+
+    def _apply(self, event: StoredEvent, profile: _Profile, shared: list[Key]) -> None:
+        payload = event.payload
+        incoming = _traits_of(payload)
+        if incoming:
+            new = trait_rules.stamp(event.source, event.id, event.timestamp)
+            if trait_rules.apply(profile.traits, profile.sources, incoming, new, self.priority):
+                self.dirty.add(profile.id)
+        context = payload.get("context")
+        consent = context.get("consent") if isinstance(context, dict) else None
+        prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if isinstance(prefs, dict):
+            for purpose, granted in prefs.items():
+                if isinstance(granted, bool):
+                    key = (profile.id, str(purpose)[:128])
+                    status = ("granted" if granted else "denied", event.source, event.timestamp)
+                    if key not in self.consents or self.consents[key][2] <= event.timestamp:
+                        self.consents[key] = status
+        for type_name, group_id in shared:
+            if type_name != "group_id":
+                continue
+            group_traits = payload.get("traits") if event.type == "group" else None
+            key = (profile.id, group_id)
+            old_traits, _ = self.groups.get(key, ({}, event.timestamp))
+            merged = {**old_traits, **(group_traits if isinstance(group_traits, dict) else {})}
+            self.groups[key] = (merged, event.timestamp)
+
+    # --- reading and writing -------------------------------------------------------------------
+
+    def _load(self, keys: set[Key]) -> None:
+        keys -= self.ids.keys()
+        profile_ids: set[str] = set()
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), LOOKUP_CHUNK):
+            part = ordered[start : start + LOOKUP_CHUNK]
+            rows = self.session.execute(
+                select(Identifier.profile_id).where(
+                    tuple_(Identifier.type, Identifier.value).in_(part)
+                )
+            )
+            profile_ids.update(r.profile_id for r in rows)
+        profile_ids -= self.profiles.keys()
+        for start in range(0, len(profile_ids), LOOKUP_CHUNK):
+            self._load_profiles(sorted(profile_ids)[start : start + LOOKUP_CHUNK])
+
+    def _load_profiles(self, profile_ids: list[str]) -> None:
+        for row in self.session.execute(
+            select(Profile.id, Profile.created_at, Profile.traits, Profile.trait_sources).where(
+                Profile.id.in_(profile_ids)
+            )
+        ):
+            self.profiles[row.id] = _Profile(
+                row.id, row.created_at, dict(row.traits), dict(row.trait_sources)
+            )
+        rows: Iterable[Row[Any]] = self.session.execute(
+            select(
+                Identifier.id,
+                Identifier.type,
+                Identifier.value,
+                Identifier.profile_id,
+                Identifier.last_seen,
+            ).where(Identifier.profile_id.in_(profile_ids))
+        )
+        for row in rows:
+            ident = _Id((row.type, row.value), row.profile_id, row.last_seen, row.id)
+            self.ids[ident.key] = ident
+            self.profiles[row.profile_id].ids.append(ident)
+
+    def _flush(self) -> None:
+        s = self.session
+        if self.new_profiles:
+            s.execute(
+                insert(Profile),
+                [
+                    {
+                        "id": p.id,
+                        "traits": p.traits,
+                        "trait_sources": p.sources,
+                        "created_at": p.created_at,
+                        "updated_at": self.now,
+                    }
+                    for p in self.new_profiles
+                ],
+            )
+            self.dirty -= {p.id for p in self.new_profiles}
+            for p in self.new_profiles:
+                p.new = False
+        if self.new_ids:
+            returned = s.execute(
+                insert(Identifier).returning(Identifier.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "type": i.key[0],
+                        "value": i.key[1],
+                        "profile_id": i.profile_id,
+                        "first_seen": i.seen,
+                        "last_seen": i.seen,
+                    }
+                    for i in self.new_ids
+                ],
+            )
+            for ident, row in zip(self.new_ids, returned, strict=True):
+                ident.id = row.id
+        if self.edges:
+            s.execute(
+                insert(IdentityEdge),
+                [
+                    {
+                        "a_id": self.ids[a].id,
+                        "b_id": self.ids[b].id,
+                        "source": source,
+                        "event_id": event_id,
+                        "rule": "seen together",
+                        "created_at": self.now,
+                    }
+                    for a, b, event_id, source in self.edges
+                ],
+            )
+        if self.seen:
+            s.execute(
+                update(IDENTIFIERS)
+                .where(IDENTIFIERS.c.id == bindparam("ident_id"))
+                .values(last_seen=bindparam("seen")),
+                [{"ident_id": self.ids[k].id, "seen": at} for k, at in self.seen.items()],
+            )
+        live_dirty = [self.profiles[p] for p in self.dirty if p in self.profiles]
+        if live_dirty:
+            s.execute(
+                update(PROFILES)
+                .where(PROFILES.c.id == bindparam("pid"))
+                .values(
+                    traits=bindparam("traits"),
+                    trait_sources=bindparam("sources"),
+                    updated_at=bindparam("now"),
+                ),
+                [
+                    {"pid": p.id, "traits": p.traits, "sources": p.sources, "now": self.now}
+                    for p in live_dirty
+                ],
+            )
+        self._flush_consents()
+        self._flush_groups()
+        if self.outcomes:
+            s.execute(
+                update(EVENTS)
+                .where(EVENTS.c.id == bindparam("eid"))
+                .values(
+                    profile_id=bindparam("pid"),
+                    processed_at=bindparam("now"),
+                    error=bindparam("err"),
+                ),
+                [
+                    {"eid": o.event_id, "pid": o.profile_id, "now": self.now, "err": o.error}
+                    for o in self.outcomes
+                ],
+            )
+        self._reset_buffers()
+
+    def _flush_consents(self) -> None:
+        if not self.consents:
+            return
+        existing = {
+            (r.profile_id, r.purpose): r.updated_at
+            for r in self.session.execute(
+                select(Consent.profile_id, Consent.purpose, Consent.updated_at).where(
+                    Consent.profile_id.in_({p for p, _ in self.consents}), Consent.channel == "*"
+                )
+            )
+        }
+        for (profile_id, purpose), (status, source, at) in self.consents.items():
+            values = {"status": status, "source": source, "updated_at": at}
+            if (profile_id, purpose) not in existing:
+                self.session.execute(
+                    insert(Consent).values(
+                        profile_id=profile_id, purpose=purpose, channel="*", **values
+                    )
+                )
+            elif existing[(profile_id, purpose)] <= at:
+                self.session.execute(
+                    update(Consent)
+                    .where(
+                        Consent.profile_id == profile_id,
+                        Consent.purpose == purpose,
+                        Consent.channel == "*",
+                    )
+                    .values(**values)
+                )
+
+    def _flush_groups(self) -> None:
+        for (profile_id, group_id), (traits, at) in self.groups.items():
+            row = self.session.get(ProfileGroup, (profile_id, group_id))
+            if row is None:
+                self.session.add(
+                    ProfileGroup(
+                        profile_id=profile_id, group_id=group_id, traits=traits, updated_at=at
+                    )
+                )
+            elif row.updated_at <= at:
+                row.traits, row.updated_at = {**row.traits, **traits}, at
+        self.session.flush()
+
+
+def _traits_of(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The person's traits a message carries: identify's traits; any message's context.traits."""
+    found: dict[str, Any] = {}
+    context = payload.get("context")
+    if isinstance(context, dict) and isinstance(context.get("traits"), dict):
+        found.update(context["traits"])
+    if payload.get("type") == "identify" and isinstance(payload.get("traits"), dict):
+        found.update(payload["traits"])
+    return found

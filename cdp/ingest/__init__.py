@@ -1,0 +1,1 @@
+"""Ingestion: storing messages durably and applying them to profiles."""

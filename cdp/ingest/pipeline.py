@@ -1,0 +1,182 @@
+"""The one path every message takes: stored (idempotent by source and messageId), then applied
+to profiles by identity resolution, in the caller's write transaction.
+
+Collection API, GraphQL mutations, source connectors and the demo all come through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from cdp.collect.messages import Message
+from cdp.db.models import Event, utcnow
+from cdp.identity.merge import lock_identity
+from cdp.identity.resolver import MergeRecord, Outcome, Resolver, StoredEvent
+from cdp.identity.rules import Rules
+from cdp.runtime import Runtime
+
+log = logging.getLogger(__name__)
+BACKLOG_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message_id: str
+    event_id: int | None
+    """None: a replay of a message already stored (nothing changed)."""
+    profile_id: str | None
+
+
+@dataclass
+class Applied:
+    """What a transaction did, for the lifecycle hooks to hear once it is committed."""
+
+    events: list[tuple[StoredEvent, Outcome]] = field(default_factory=list)
+    merges: list[MergeRecord] = field(default_factory=list)
+
+    def notify(self, runtime: Runtime) -> None:
+        for record in self.merges:
+            runtime.plugins.notify(
+                "profiles_merged",
+                survivor_id=record.survivor_id,
+                merged_ids=record.merged_ids,
+                reason=record.reason,
+            )
+        for event, outcome in self.events:
+            if outcome.profile_id is not None:
+                runtime.plugins.notify(
+                    "event_ingested", event=dict(event.payload), profile_id=outcome.profile_id
+                )
+
+
+class Pipeline:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.rules = Rules(runtime.config.identity)
+        self.priority = runtime.config.traits.source_priority
+
+    def ingest(
+        self, session: Session, messages: Sequence[Message], source: str, applied: Applied
+    ) -> list[Accepted]:
+        """Store and apply `messages` from `source` in `session` (a `Runtime.writing` one)."""
+        lock_identity(session)
+        rows = [_row(m, source) for m in messages]
+        event_ids = store(session, rows)
+        stored = [
+            StoredEvent(event_id, source, m.type, m.timestamp, row["payload"])
+            for m, row, event_id in zip(messages, rows, event_ids, strict=True)
+            if event_id is not None
+        ]
+        profile_of: dict[int, str | None] = {}
+        if stored:
+            try:
+                with session.begin_nested():
+                    outcomes = self._resolve(session, stored, applied)
+                profile_of = {o.event_id: o.profile_id for o in outcomes}
+            except Exception:
+                # The events stay stored and unprocessed; the backlog retries them one by one.
+                log.exception(
+                    "identity resolution failed for %d events; left for the backlog", len(stored)
+                )
+        return [
+            Accepted(m.message_id, event_id, profile_of.get(event_id) if event_id else None)
+            for m, event_id in zip(messages, event_ids, strict=True)
+        ]
+
+    def _resolve(
+        self, session: Session, stored: Sequence[StoredEvent], applied: Applied
+    ) -> list[Outcome]:
+        resolver = Resolver(session, self.rules, self.priority, utcnow())
+        outcomes = resolver.run(stored)
+        applied.events.extend(zip(stored, outcomes, strict=True))
+        applied.merges.extend(resolver.merges)
+        return outcomes
+
+    def process_backlog(self, limit: int = BACKLOG_CHUNK) -> int:
+        """Apply stored events that are not processed yet (left by a failure); returns how many.
+
+        A chunk that fails is retried event by event, so one bad event is marked with its error
+        and does not hold up the others.
+        """
+        applied = Applied()
+        with self.runtime.writing() as session:
+            lock_identity(session)
+            rows = session.execute(
+                select(Event.id, Event.source, Event.type, Event.timestamp, Event.payload)
+                .where(Event.processed_at.is_(None))
+                .order_by(Event.id)
+                .limit(limit)
+            ).all()
+            stored = [StoredEvent(r.id, r.source, r.type, r.timestamp, r.payload) for r in rows]
+            if not stored:
+                return 0
+            try:
+                with session.begin_nested():
+                    self._resolve(session, stored, applied)
+            except Exception:
+                applied = Applied()
+                for event in stored:
+                    self._resolve_alone(session, event, applied)
+        applied.notify(self.runtime)
+        return len(stored)
+
+    def _resolve_alone(self, session: Session, event: StoredEvent, applied: Applied) -> None:
+        try:
+            with session.begin_nested():
+                self._resolve(session, [event], applied)
+        except Exception as exc:
+            log.exception("event %s cannot be applied to a profile", event.id)
+            row = session.get(Event, event.id)
+            assert row is not None
+            row.processed_at, row.error = utcnow(), f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+    """Insert event rows; returns each one's new event id, or None for a replay."""
+    if not rows:
+        return []
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Event)
+        .on_conflict_do_nothing(index_elements=["source", "message_id"])
+        .returning(Event.id, Event.message_id)
+    )
+    new = {r.message_id: r.id for r in session.execute(statement, rows)}
+    # The same messageId twice in one batch: the first one counts.
+    return [new.pop(row["message_id"], None) for row in rows]
+
+
+def _row(message: Message, source: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "message_id": message.message_id,
+        "type": message.type,
+        "name": message.event,
+        "user_id": message.user_id,
+        "anonymous_id": message.anonymous_id,
+        "timestamp": message.timestamp,
+        "original_timestamp": message.original_timestamp,
+        "sent_at": message.sent_at,
+        "received_at": message.received_at,
+        # Self-contained: the type (single-message endpoints leave it out) and the context with
+        # the batch's context folded in, as identity resolution reads them.
+        "payload": {**message.raw, "type": message.type, "context": message.context},
+    }
+
+
+def ingest_now(runtime: Runtime, messages: Sequence[Message], source: str) -> list[Accepted]:
+    """Store and apply messages in a transaction of their own (CLI, connectors, demo)."""
+    pipeline = Pipeline(runtime)
+    applied = Applied()
+    with runtime.writing() as session:
+        accepted = pipeline.ingest(session, messages, source, applied)
+    applied.notify(runtime)
+    return accepted
