@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cdp.config import Config
 from cdp.db.engine import make_engine
 from cdp.db.migrate import ensure_current
+from cdp.identity.rules import Rules
 from cdp.plugins import PluginHost
 
 
@@ -24,6 +25,8 @@ class Runtime:
     writers: sessionmaker[Session]
     """Sessions for writers that read first (identity resolution): on SQLite their transactions
     take the write lock at BEGIN; on PostgreSQL they are ordinary sessions."""
+    rules: Rules
+    """The identity rules of `config.identity`, compiled once."""
 
     @classmethod
     def start(
@@ -50,6 +53,7 @@ class Runtime:
             plugins,
             sessions=sessionmaker(engine, expire_on_commit=False),
             writers=sessionmaker(write_engine, expire_on_commit=False),
+            rules=Rules(config.identity),
         )
         plugins.notify("startup", runtime=runtime)
         return runtime

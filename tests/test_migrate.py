@@ -67,16 +67,27 @@ def test_upgrade_keeps_existing_data(empty_database_url):
     try:
         upgrade(engine, "0001")
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO profiles (id, traits, trait_sources, created_at, updated_at) VALUES "
-                "('p1', '{\"name\": \"Ada\"}', '{}', '2026-01-01', '2026-01-01'),"
-                " ('p2', '{}', '{}', '2026-01-01', '2026-01-01')"))
-            conn.execute(text(
-                "INSERT INTO merges (survivor_id, merged_id, reason, actor, created_at) "
-                "VALUES ('p1', 'p2', 'same email', 'test', '2026-01-02')"))
-            conn.execute(text(
-                "INSERT INTO events (source, message_id, type, timestamp, received_at, payload) "
-                "VALUES ('web', 'm1', 'track', '2026-01-01', '2026-01-01', '{\"event\": \"x\"}')"))
+            conn.execute(
+                text(
+                    "INSERT INTO profiles (id, traits, trait_sources, created_at, updated_at) "
+                    "VALUES "
+                    "('p1', '{\"name\": \"Ada\"}', '{}', '2026-01-01', '2026-01-01'),"
+                    " ('p2', '{}', '{}', '2026-01-01', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO merges (survivor_id, merged_id, reason, actor, created_at) "
+                    "VALUES ('p1', 'p2', 'same email', 'test', '2026-01-02')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO events (source, message_id, type, timestamp, received_at, "
+                    "payload) VALUES ('web', 'm1', 'track', '2026-01-01', '2026-01-01', "
+                    "'{\"event\": \"x\"}')"
+                )
+            )
         upgrade(engine)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT kind FROM merges")).scalar_one() == "merge"

@@ -9,10 +9,10 @@ re-serialised JSON, depth, contents) re-serialise a message only when its text s
 fail, which for ordinary events is never.
 
 Refused beyond the Segment spec, because the store cannot hold them or a later
-`json.dumps(...).encode()` would fail: NaN/Infinity and numbers that overflow to infinity (the
-whole body: json reports no position inside a message), unpaired UTF-16 surrogates and NUL
-characters (PostgreSQL refuses NUL in text and jsonb), and nesting deeper than MAX_DEPTH.
-Unknown fields are kept.
+`json.dumps(...).encode()` would fail: NaN/Infinity and numbers that overflow to infinity (these
+refuse the whole body, as decoding stops at them), unpaired UTF-16 surrogates and NUL characters
+(PostgreSQL refuses NUL in text and jsonb), and nesting deeper than MAX_DEPTH. Unknown fields are
+kept.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ _SAFE_SOURCE_BYTES = MAX_MESSAGE_BYTES // 5
 integers never grow, and a float at most 4.5-fold (`1e15` becomes `1000000000000000.0`)."""
 _SUSPECT_ESCAPES = ("\\u0000", "\\ud", "\\uD")
 """Only these escapes can put a NUL or an unpaired surrogate in decoded text."""
+_TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
 _OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
 _NOT_HASHED = ("sentAt", "messageId")
 
@@ -197,7 +198,7 @@ def _envelope(data: dict[str, Any]) -> tuple[datetime | None, dict[str, Any] | N
         context = None
     if context:
         # It is merged into every message, so it must fit in one, one level down.
-        _check_json(context, errors, "context", MAX_MESSAGE_BYTES, MAX_DEPTH - 1)
+        _check_json(context, errors, "context", level=2)
     if errors.items:
         raise MessageError(errors.items)
     return sent_at, context
@@ -244,7 +245,7 @@ def _decode(text: str) -> Any:
         return _DECODER.decode(text)
     except RecursionError:
         # The decoder recurses once per level: far past MAX_DEPTH, so refused the same way.
-        raise _body_error(f"nests deeper than {MAX_DEPTH} levels") from None
+        raise _body_error(_TOO_DEEP) from None
     except (json.JSONDecodeError, _Refused) as exc:
         raise _body_error(f"not valid JSON: {exc}") from None
     except ValueError:  # int() refuses integers longer than Python's digit limit
@@ -257,7 +258,7 @@ def _decode_batch(text: str) -> tuple[Any, list[tuple[int, int]] | None]:
     try:
         return _scan_object(text)
     except RecursionError:
-        raise _body_error(f"nests deeper than {MAX_DEPTH} levels") from None
+        raise _body_error(_TOO_DEEP) from None
     except ValueError:
         # Decoding the whole text again gives json's own error message (or, were the scanner
         # wrong about valid JSON, the data, checked by the slower exact path).
@@ -306,11 +307,15 @@ def _scan_array(text: str, i: int) -> tuple[list[Any], list[tuple[int, int]], in
     """Decode the array at `text[i]` with each item's span; returns the index after it."""
     items: list[Any] = []
     spans: list[tuple[int, int]] = []
+    scan = _DECODER.scan_once  # raw_decode without its wrapper: this loop runs per message
     i = _skip(text, i + 1)
     if text[i : i + 1] == "]":
         return items, spans, i + 1
     while True:
-        item, end = _DECODER.raw_decode(text, i)
+        try:
+            item, end = scan(text, i)
+        except StopIteration:  # what the scanner raises where no value starts
+            raise ValueError("expected a value") from None
         items.append(item)
         spans.append((i, end))
         i = _skip(text, end)
@@ -348,7 +353,7 @@ def parse_message(
     if not isinstance(obj, dict):
         errors.add("(message)", f"must be an object, not {_json_type(obj)}")
         raise MessageError(errors.items)
-    _check_json(obj, errors, "", MAX_MESSAGE_BYTES, MAX_DEPTH)
+    _check_json(obj, errors, "")
     if errors.items:
         raise MessageError(errors.items)  # field checks on such a message add only noise
     return _validate(obj, type_, received_at, errors, batch_sent_at, batch_context)
@@ -650,7 +655,7 @@ class _Source:
     def check(self, obj: dict[str, Any], index: int, errors: _Errors) -> None:
         """The exact, re-serialising checks, run only where the text says they could fail."""
         if self.spans is None or self._could_fail(*self.spans[index]):
-            _check_json(obj, errors, "", MAX_MESSAGE_BYTES, MAX_DEPTH)
+            _check_json(obj, errors, "")
 
     def _could_fail(self, start: int, end: int) -> bool:
         text = self.text
@@ -663,15 +668,18 @@ class _Source:
         return self.suspect and any(text.find(e, start, end) >= 0 for e in _SUSPECT_ESCAPES)
 
 
-def _check_json(value: Any, errors: _Errors, field: str, max_bytes: int, max_depth: int) -> None:
-    """Size, depth and contents the store cannot hold, measured on the compact re-serialisation."""
+def _check_json(value: Any, errors: _Errors, field: str, level: int = 1) -> None:
+    """Size, depth and contents the store cannot hold, measured on the compact re-serialisation.
+
+    `level` is where `value` sits in a message: 1 for the message itself.
+    """
     whole = field or "(message)"
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except RecursionError:
-        errors.add(whole, f"nests deeper than {max_depth} levels")
+        errors.add(whole, _TOO_DEEP)
         return
-    except ValueError:  # infinity from a literal such as 1e400 (NaN is refused when parsing)
+    except ValueError:  # NaN or infinity: only from callers whose floats were not decoded here
         errors.add(_where(value, _is_nonfinite, field), "is a number out of range")
         return
     except TypeError:  # only reachable by callers passing objects that did not come from JSON
@@ -685,23 +693,23 @@ def _check_json(value: Any, errors: _Errors, field: str, max_bytes: int, max_dep
         except UnicodeEncodeError:
             errors.add(_where(value, _has_surrogate, field), "contains an unpaired surrogate")
             return
-    if size > max_bytes:
-        errors.add(whole, f"is {size} bytes as JSON; the limit is {max_bytes} bytes")
+    if size > MAX_MESSAGE_BYTES:
+        errors.add(whole, f"is {size} bytes as JSON; the limit is {MAX_MESSAGE_BYTES} bytes")
     if "\\u0000" in text and (path := _find(value, _has_nul)) is not None:
         errors.add(_join(field, path) or whole, "contains a NUL character")
     # Depth is at most the number of containers, so most messages skip the walk.
-    if text.count("{") + text.count("[") > max_depth:
-        top = _too_deep(value, max_depth)
+    if text.count("{") + text.count("[") + level - 1 > MAX_DEPTH:
+        top = _too_deep(value, level)
         if top is not None:
-            errors.add(_join(field, top) or whole, f"nests deeper than {max_depth} levels")
+            errors.add(_join(field, top) or whole, _TOO_DEEP)
 
 
-def _too_deep(value: Any, limit: int) -> str | None:
-    """The top-level key under which `value` nests deeper than `limit` levels, or None."""
-    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+def _too_deep(value: Any, level: int) -> str | None:
+    """The top-level key under which `value`, at `level`, nests past MAX_DEPTH, or None."""
+    stack: list[tuple[Any, int, str]] = [(value, level, "")]
     while stack:
         node, depth, top = stack.pop()
-        if depth > limit:
+        if depth > MAX_DEPTH:
             return top
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in items:

@@ -45,7 +45,7 @@ class Context:
         """Like `read`, in a transaction that commits when `work` returns."""
 
         def run() -> T:
-            with self.runtime.transaction() as session:
+            with self.runtime.writing() as session:
                 return work(session)
 
         return await run_in_threadpool(run)

@@ -12,6 +12,7 @@ from cdp.graphql.types.connection import Connection, check_first, connection, de
 from cdp.graphql.types.identifier import IdentifierInput
 from cdp.graphql.types.plugin import Plugin
 from cdp.graphql.types.profile import Profile
+from cdp.identity.rules import InvalidIdentifier
 
 
 @strawberry.type
@@ -29,8 +30,16 @@ class Query:
             row = await info.context.read(lambda s: profiles.get_profile(s, str(id)))
         else:
             assert identifier is not None
+            rules = info.context.runtime.rules
+            if identifier.type not in rules.types:
+                known = ", ".join(rules.types)
+                raise UserError(f"identifier.type: unknown type {identifier.type!r} ({known})")
+            try:
+                value = rules.normalise(identifier.type, identifier.value)
+            except InvalidIdentifier as exc:
+                raise UserError(f"identifier.value: {exc.reason}") from None
             row = await info.context.read(
-                lambda s: profiles.find_by_identifier(s, identifier.type, identifier.value)
+                lambda s: profiles.find_by_identifier(s, identifier.type, value)
             )
         return Profile.from_row(row) if row else None
 

@@ -22,6 +22,8 @@ from strawberry.extensions import (
 
 from cdp.config import Config, GraphQLConfig
 from cdp.errors import UserError
+from cdp.graphql.mutations.identity import IdentityMutations
+from cdp.graphql.mutations.ingest import IngestMutations
 from cdp.graphql.query import Query
 
 log = logging.getLogger("cdp.graphql")
@@ -66,9 +68,15 @@ def build_extensions(
     ]
 
 
+@strawberry.type
+class Mutation(IngestMutations, IdentityMutations):
+    pass
+
+
 def build_schema(config: Config) -> Schema:
     return Schema(
         query=Query,
+        mutation=Mutation,
         extensions=build_extensions(config.graphql, introspection=config.development),
     )
 

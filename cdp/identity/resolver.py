@@ -41,6 +41,7 @@ from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cdp.db.models import Consent, Event, Identifier, IdentityEdge, Profile, ProfileGroup, new_id
+from cdp.identity import facts
 from cdp.identity import traits as trait_rules
 from cdp.identity.merge import merge_profiles
 from cdp.identity.rules import InvalidIdentifier, Rules
@@ -278,29 +279,21 @@ class Resolver:
 
     def _apply(self, event: StoredEvent, profile: _Profile, shared: list[Key]) -> None:
         payload = event.payload
-        incoming = _traits_of(payload)
+        incoming = facts.person_traits(payload)
         if incoming:
             new = trait_rules.stamp(event.source, event.id, event.timestamp)
             if trait_rules.apply(profile.traits, profile.sources, incoming, new, self.priority):
                 self.dirty.add(profile.id)
-        context = payload.get("context")
-        consent = context.get("consent") if isinstance(context, dict) else None
-        prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
-        if isinstance(prefs, dict):
-            for purpose, granted in prefs.items():
-                if isinstance(granted, bool):
-                    key = (profile.id, str(purpose)[:128])
-                    status = ("granted" if granted else "denied", event.source, event.timestamp)
-                    if key not in self.consents or self.consents[key][2] <= event.timestamp:
-                        self.consents[key] = status
+        for purpose, granted in facts.consent_preferences(payload).items():
+            key = (profile.id, purpose)
+            if key not in self.consents or self.consents[key][2] <= event.timestamp:
+                status = "granted" if granted else "denied"
+                self.consents[key] = (status, event.source, event.timestamp)
         for type_name, group_id in shared:
-            if type_name != "group_id":
-                continue
-            group_traits = payload.get("traits") if event.type == "group" else None
-            key = (profile.id, group_id)
-            old_traits, _ = self.groups.get(key, ({}, event.timestamp))
-            merged = {**old_traits, **(group_traits if isinstance(group_traits, dict) else {})}
-            self.groups[key] = (merged, event.timestamp)
+            if type_name == "group_id":
+                key = (profile.id, group_id)
+                old, _ = self.groups.get(key, ({}, event.timestamp))
+                self.groups[key] = ({**old, **facts.group_traits(payload)}, event.timestamp)
 
     # --- reading and writing -------------------------------------------------------------------
 
@@ -475,14 +468,3 @@ class Resolver:
             elif row.updated_at <= at:
                 row.traits, row.updated_at = {**row.traits, **traits}, at
         self.session.flush()
-
-
-def _traits_of(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The person's traits a message carries: identify's traits; any message's context.traits."""
-    found: dict[str, Any] = {}
-    context = payload.get("context")
-    if isinstance(context, dict) and isinstance(context.get("traits"), dict):
-        found.update(context["traits"])
-    if payload.get("type") == "identify" and isinstance(payload.get("traits"), dict):
-        found.update(payload["traits"])
-    return found

@@ -20,7 +20,6 @@ from cdp.collect.messages import Message
 from cdp.db.models import Event, utcnow
 from cdp.identity.merge import lock_identity
 from cdp.identity.resolver import MergeRecord, Outcome, Resolver, StoredEvent
-from cdp.identity.rules import Rules
 from cdp.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class Applied:
 class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.rules = Rules(runtime.config.identity)
+        self.rules = runtime.rules
         self.priority = runtime.config.traits.source_priority
 
     def ingest(

@@ -1,0 +1,1 @@
+"""Mutations, grouped by domain; `Mutation` in cdp/graphql/schema.py combines them."""
