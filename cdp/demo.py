@@ -1,14 +1,19 @@
-"""A small, realistic, deterministic demo data set: shoppers with identifiers, traits and events."""
+"""A small, realistic, deterministic demo data set, sent through the ingestion pipeline as
+Segment messages: shoppers browse anonymously, sign up (identify), shop, and some come back on a
+second device, so the demo has merges, identity edges and trait provenance like real traffic."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from cdp.db.models import Consent, Event, Identifier, Profile, new_id
+from cdp.collect.messages import Message, parse_message
+from cdp.db.models import Identifier
+from cdp.ingest.pipeline import ingest_now
+from cdp.runtime import Runtime
 
 FIRST = [
     "Ada",
@@ -52,12 +57,12 @@ LAST = [
     "Byrne",
 ]
 CITIES = [
-    ("Berlin", "DE", "+49"),
-    ("Paris", "FR", "+33"),
-    ("London", "GB", "+44"),
-    ("Madrid", "ES", "+34"),
-    ("Amsterdam", "NL", "+31"),
-    ("New York", "US", "+1"),
+    ("Berlin", "DE", "+4930"),
+    ("Paris", "FR", "+3314"),
+    ("London", "GB", "+44207"),
+    ("Madrid", "ES", "+3491"),
+    ("Amsterdam", "NL", "+3120"),
+    ("New York", "US", "+1212"),
 ]
 PRODUCTS = [
     ("SKU-100", "Trail running shoes", "shoes", 129.0),
@@ -68,113 +73,106 @@ PRODUCTS = [
     ("SKU-105", "Fleece", "outerwear", 89.0),
 ]
 PAGES = ["/", "/new", "/sale", "/shoes", "/outerwear", "/help/returns"]
-DEMO_SOURCE = "demo"
+SOURCE = "demo"
 MARKER = ("user_id", "demo-0001")
 
 
-def load_demo(session: Session, profiles: int = 200, seed: int = 7) -> bool:
+def load_demo(runtime: Runtime, profiles: int = 200, seed: int = 7) -> bool:
     """Load the demo data set; False (and nothing written) if it is already there."""
-    if session.scalar(
-        select(Identifier.id).where(Identifier.type == MARKER[0], Identifier.value == MARKER[1])
-    ):
-        return False
+    with runtime.sessions() as session:
+        if session.scalar(
+            select(Identifier.id).where(Identifier.type == MARKER[0], Identifier.value == MARKER[1])
+        ):
+            return False
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
-    dependents: list[object] = []  # written after the profiles they point to
-    for n in range(1, profiles + 1):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        city, country, dial = rng.choice(CITIES)
-        created = now - timedelta(days=rng.randint(1, 400))
-        email = f"{first.lower()}.{last.lower()}{n}@example.com".replace("é", "e").replace("í", "i")
-        traits = {
-            "first_name": first,
-            "last_name": last,
-            "email": email,
-            "city": city,
-            "country": country,
-            "plan": rng.choice(["free", "free", "plus", "pro"]),
-        }
-        profile = Profile(
-            id=new_id(),
-            traits=traits,
-            created_at=created,
-            updated_at=now,
-            trait_sources={k: {"source": DEMO_SOURCE, "at": created.isoformat()} for k in traits},
-        )
-        session.add(profile)
-        anon = f"anon-{rng.getrandbits(48):012x}"
-        ids = [("user_id", f"demo-{n:04d}"), ("email", email), ("anonymous_id", anon)]
-        if rng.random() < 0.6:
-            ids.append(("phone", f"{dial}{rng.randint(100_000_000, 999_999_999)}"))
-        dependents.extend(
-            Identifier(type=t, value=v, profile_id=profile.id, first_seen=created, last_seen=now)
-            for t, v in ids
-        )
-        dependents.append(
-            Consent(
-                profile_id=profile.id,
-                purpose="marketing",
-                channel="email",
-                status=rng.choice(["granted", "granted", "denied"]),
-                source=DEMO_SOURCE,
-                updated_at=created,
-            )
-        )
-        dependents.extend(_events(rng, profile.id, f"demo-{n:04d}", anon, created, now))
-    session.flush()
-    session.add_all(dependents)
+    messages = [m for n in range(1, profiles + 1) for m in _shopper(rng, n, now)]
+    messages.sort(key=lambda m: m.timestamp)
+    for start in range(0, len(messages), 1000):
+        ingest_now(runtime, messages[start : start + 1000], SOURCE)
     return True
 
 
-def _events(
-    rng: random.Random, profile_id: str, user_id: str, anon: str, start: datetime, end: datetime
-) -> list[Event]:
-    events = []
-    span = max(1, int((end - start).total_seconds()))
-    for i in range(rng.randint(3, 25)):
-        at = start + timedelta(seconds=rng.randint(0, span))
-        kind = rng.choices(
-            ["page", "Product Viewed", "Product Added", "Order Completed"], [6, 4, 2, 1]
-        )[0]
-        sku, title, category, price = rng.choice(PRODUCTS)
-        if kind == "page":
-            name, props = None, {"path": rng.choice(PAGES)}
-        elif kind == "Order Completed":
-            qty = rng.randint(1, 3)
-            name, props = (
-                kind,
-                {
-                    "order_id": f"o-{profile_id[:8]}-{i}",
-                    "total": price * qty,
-                    "currency": "EUR",
-                    "products": [{"sku": sku, "quantity": qty}],
-                },
-            )
-        else:
-            name, props = kind, {"sku": sku, "name": title, "category": category, "price": price}
-        message_id = f"demo-{profile_id}-{i}"
-        payload = {
-            "type": "page" if kind == "page" else "track",
-            "messageId": message_id,
-            "userId": user_id,
-            "anonymousId": anon,
-            "timestamp": at.isoformat(),
-            "properties": props,
-            **({"event": name} if name else {}),
-        }
-        events.append(
-            Event(
-                source=DEMO_SOURCE,
-                message_id=message_id,
-                type=payload["type"],
-                name=name,
-                profile_id=profile_id,
-                user_id=user_id,
-                anonymous_id=anon,
-                timestamp=at,
-                received_at=at,
-                processed_at=at,
-                payload=payload,
-            )
+def _shopper(rng: random.Random, n: int, now: datetime) -> list[Message]:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    city, country, dial = rng.choice(CITIES)
+    email = f"{first.lower()}.{last.lower()}{n}@example.com".replace("é", "e").replace("í", "i")
+    user_id, anon = f"demo-{n:04d}", f"anon-{rng.getrandbits(48):012x}"
+    start = now - timedelta(days=rng.randint(2, 400))
+    span = int((now - start).total_seconds())
+    at = [start + timedelta(seconds=rng.randint(0, span)) for _ in range(rng.randint(4, 25))]
+    at.sort()
+    traits: dict[str, Any] = {
+        "first_name": first,
+        "last_name": last,
+        "email": email,
+        "city": city,
+        "country": country,
+        "plan": rng.choice(["free", "free", "plus", "pro"]),
+    }
+    if rng.random() < 0.6:
+        traits["phone"] = f"{dial}{rng.randint(1_000_000, 9_999_999)}"
+    marketing = rng.random() < 0.7
+    out = [
+        _message(
+            rng,
+            "page",
+            at[0],
+            anonymousId=anon,
+            name="Landing",
+            properties={"path": rng.choice(PAGES)},
         )
-    return events
+    ]
+    out.append(
+        _message(
+            rng,
+            "identify",
+            at[1],
+            userId=user_id,
+            anonymousId=anon,
+            traits=traits,
+            context={"consent": {"categoryPreferences": {"marketing": marketing}}},
+        )
+    )
+    # Some come back on a phone: anonymous at first, linked (a merge) once they give their e-mail.
+    second_device = f"anon-{rng.getrandbits(48):012x}" if rng.random() < 0.3 else None
+    linked = False
+    for moment in at[2:]:
+        ids: dict[str, Any] = {"userId": user_id, "anonymousId": anon}
+        if second_device and rng.random() < 0.4:
+            ids = {"anonymousId": second_device}
+            if linked or rng.random() < 0.4:
+                ids["context"] = {"traits": {"email": email}}
+                linked = True
+        out.append(_activity(rng, moment, ids))
+    return out
+
+
+def _activity(rng: random.Random, at: datetime, ids: dict[str, Any]) -> Message:
+    kind = rng.choices(
+        ["page", "Product Viewed", "Product Added", "Order Completed"], [6, 4, 2, 1]
+    )[0]
+    sku, title, category, price = rng.choice(PRODUCTS)
+    if kind == "page":
+        return _message(rng, "page", at, properties={"path": rng.choice(PAGES)}, **ids)
+    if kind == "Order Completed":
+        qty = rng.randint(1, 3)
+        props = {
+            "order_id": f"o-{rng.getrandbits(32):08x}",
+            "total": price * qty,
+            "currency": "EUR",
+            "products": [{"sku": sku, "category": category, "quantity": qty}],
+        }
+    else:
+        props = {"sku": sku, "name": title, "category": category, "price": price}
+    return _message(rng, "track", at, event=kind, properties=props, **ids)
+
+
+def _message(rng: random.Random, type_: str, at: datetime, **fields: Any) -> Message:
+    body = {
+        "type": type_,
+        "messageId": f"demo-{rng.getrandbits(64):016x}",
+        "timestamp": at.isoformat(),
+        **fields,
+    }
+    return parse_message(body, None, at + timedelta(seconds=1), None)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cdp.cli import app
 from cdp.db.engine import make_engine
 from cdp.db.migrate import current_revision, head_revision
-from cdp.db.models import ApiKey, Profile
+from cdp.db.models import ApiKey, Event, Identifier, Profile
 from cdp.keys import hash_key
 
 runner = CliRunner()
@@ -101,7 +101,21 @@ def test_demo_loads_once_and_prints_working_keys(empty_database_url):
     assert "demo data was already loaded" in second.output
     engine = make_engine(empty_database_url)
     with engine.connect() as conn:
-        assert conn.scalar(select(func.count()).select_from(Profile)) == 30
+        # 30 shoppers, each one profile with its user_id; every demo event applied
+        assert conn.scalar(select(func.count()).where(Identifier.type == "user_id")) == 30
+        users = conn.scalar(
+            select(func.count(func.distinct(Identifier.profile_id))).where(
+                Identifier.type == "user_id"
+            )
+        )
+        assert users == 30
+        unapplied = (
+            select(func.count())
+            .select_from(Event)
+            .where((Event.processed_at.is_(None)) | (Event.error.is_not(None)))
+        )
+        assert conn.scalar(unapplied) == 0
+        assert conn.scalar(select(func.count()).select_from(Profile)) >= 30
     engine.dispose()
 
 

@@ -55,8 +55,8 @@ def demo(
         update={"database": cfg.database.model_copy(update={"auto_migrate": True})}
     )
     runtime = open_runtime(cfg)
+    loaded = load_demo(runtime, profiles=profiles)
     with runtime.transaction() as session:
-        loaded = load_demo(session, profiles=profiles)
         _, read_key = keys.create_key(session, frozenset({keys.Scope.READ}), "demo read key")
         _, collect_key = keys.create_key(
             session, frozenset({keys.Scope.COLLECT}), "demo collect key"
