@@ -53,7 +53,8 @@ _SUSPECT_ESCAPES = ("\\u0000", "\\ud", "\\uD")
 """Only these escapes can put a NUL or an unpaired surrogate in decoded text."""
 _TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
 _OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
-_NOT_HASHED = ("sentAt", "messageId")
+_NOT_HASHED = ("sentAt", "messageId", "writeKey", "type")
+"""Left out of a derived messageId; the type is hashed as the endpoint or batch decided it."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Message:
     consent: dict[str, bool]
     """`context.consent.categoryPreferences`, else {}."""
     raw: dict[str, Any]
-    """The message as received, unknown fields kept, with `messageId` filled in."""
+    """The message as received (unknown fields kept, `writeKey` dropped), `messageId` filled in."""
 
 
 class _Errors:
@@ -132,11 +133,9 @@ def parse_single(body: bytes, type_: str, received_at: datetime) -> Message:
     data = _decode(text)
     if not isinstance(data, dict):
         raise _body_error(f"must be a JSON object, not {_json_type(data)}")
-    errors = _Errors(None)
-    _Source(text, [(0, len(text))]).check(data, 0, errors)
-    if errors.items:
-        raise MessageError(errors.items)
-    return _validate(data, type_, received_at, errors, None, None)
+    if _Source(text, [(0, len(text))]).vetted(data, 0):
+        return _validate(data, type_, received_at, _Errors(None), None, None)
+    return parse_message(data, type_, received_at, None)
 
 
 def parse_batch(body: bytes, received_at: datetime) -> tuple[list[Message], list[FieldError]]:
@@ -164,28 +163,15 @@ def parse_batch(body: bytes, received_at: datetime) -> tuple[list[Message], list
     errors: list[FieldError] = []
     for index, item in enumerate(batch):
         try:
-            messages.append(_batch_item(item, index, source, received_at, sent_at, context))
+            if source.vetted(item, index):
+                message = _validate(item, None, received_at, _Errors(index), sent_at, context)
+            else:
+                message = parse_message(item, None, received_at, index, sent_at, context)
         except MessageError as exc:
             errors.extend(exc.errors)
+        else:
+            messages.append(message)
     return messages, errors
-
-
-def _batch_item(
-    item: Any,
-    index: int,
-    source: _Source,
-    received_at: datetime,
-    sent_at: datetime | None,
-    context: dict[str, Any] | None,
-) -> Message:
-    errors = _Errors(index)
-    if not isinstance(item, dict):
-        errors.add("(message)", f"must be an object, not {_json_type(item)}")
-        raise MessageError(errors.items)
-    source.check(item, index, errors)
-    if errors.items:
-        raise MessageError(errors.items)
-    return _validate(item, None, received_at, errors, sent_at, context)
 
 
 def _envelope(data: dict[str, Any]) -> tuple[datetime | None, dict[str, Any] | None]:
@@ -386,7 +372,8 @@ def _validate(
         raise MessageError(errors.items)
 
     raw = dict(obj)
-    raw["messageId"] = message_id or derive_message_id(obj, kind)
+    raw.pop("writeKey", None)  # a credential (analytics.js puts it in every message): not stored
+    raw["messageId"] = message_id or derive_message_id(obj, kind, received_at)
     properties = obj.get("properties") if kind in ("track", "page", "screen") else None
     return Message(
         type=kind,
@@ -408,13 +395,18 @@ def _validate(
     )
 
 
-def derive_message_id(obj: dict[str, Any], type_: str) -> str:
-    """A deterministic id for a message that has none, so that a replay is still a duplicate.
+def derive_message_id(obj: dict[str, Any], type_: str, received_at: datetime) -> str:
+    """A deterministic id for a message sent without one, so that a replay is still a duplicate.
 
-    `sentAt` is left out because clients reset it on every retry.
+    `sentAt` and `writeKey` are left out: clients reset the one on every retry, and keys rotate.
+    A message with no client timestamp has nothing that tells a replay from a new event with the
+    same content (a heartbeat); it is dated `received_at`, which is then hashed too, so that
+    both are kept.
     """
-    basis = {k: v for k, v in obj.items() if k not in _NOT_HASHED}
-    basis["type"] = type_
+    content = {k: v for k, v in obj.items() if k not in _NOT_HASHED}
+    basis: dict[str, Any] = {"type": type_, "message": content}
+    if obj.get("timestamp") is None and obj.get("originalTimestamp") is None:
+        basis["receivedAt"] = received_at.isoformat()
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -652,20 +644,22 @@ class _Source:
         # A one-byte search first: most bodies hold no escape at all.
         self.suspect = "\\" in text and any(e in text for e in _SUSPECT_ESCAPES)
 
-    def check(self, obj: dict[str, Any], index: int, errors: _Errors) -> None:
-        """The exact, re-serialising checks, run only where the text says they could fail."""
-        if self.spans is None or self._could_fail(*self.spans[index]):
-            _check_json(obj, errors, "")
+    def vetted(self, item: Any, index: int) -> bool:
+        """Whether `item` is an object whose text rules out what `_check_json` looks for.
 
-    def _could_fail(self, start: int, end: int) -> bool:
+        Those checks re-serialise the message; this only looks at its text.
+        """
+        if self.spans is None or not isinstance(item, dict):
+            return False
+        start, end = self.spans[index]
         text = self.text
         size = end - start if self.ascii else len(text[start:end].encode())
-        if size > _SAFE_SOURCE_BYTES:
-            return True
-        # Depth is at most the number of containers.
-        if text.count("{", start, end) + text.count("[", start, end) > MAX_DEPTH:
-            return True
-        return self.suspect and any(text.find(e, start, end) >= 0 for e in _SUSPECT_ESCAPES)
+        return (
+            size <= _SAFE_SOURCE_BYTES
+            # Depth is at most the number of containers.
+            and text.count("{", start, end) + text.count("[", start, end) <= MAX_DEPTH
+            and not (self.suspect and any(text.find(e, start, end) >= 0 for e in _SUSPECT_ESCAPES))
+        )
 
 
 def _check_json(value: Any, errors: _Errors, field: str, level: int = 1) -> None:

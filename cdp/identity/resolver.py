@@ -337,7 +337,7 @@ class Resolver:
             self.profiles[row.profile_id].ids.append(ident)
 
     def _flush(self) -> None:
-        s = self.session
+        s = self.session.connection()  # Core: no ORM bookkeeping for bulk statements
         if self.new_profiles:
             s.execute(
                 insert(Profile),
@@ -356,8 +356,8 @@ class Resolver:
             for p in self.new_profiles:
                 p.new = False
         if self.new_ids:
-            returned = s.execute(
-                insert(Identifier).returning(Identifier.id, sort_by_parameter_order=True),
+            s.execute(
+                insert(IDENTIFIERS),
                 [
                     {
                         "type": i.key[0],
@@ -369,8 +369,17 @@ class Resolver:
                     for i in self.new_ids
                 ],
             )
-            for ident, row in zip(self.new_ids, returned, strict=True):
-                ident.id = row.id
+            # Read the ids back by key (RETURNING in order makes SQLite insert row by row).
+            pending = {i.key: i for i in self.new_ids}
+            keys = list(pending)
+            for at in range(0, len(keys), LOOKUP_CHUNK):
+                part = keys[at : at + LOOKUP_CHUNK]
+                for row in s.execute(
+                    select(IDENTIFIERS.c.id, IDENTIFIERS.c.type, IDENTIFIERS.c.value).where(
+                        tuple_(IDENTIFIERS.c.type, IDENTIFIERS.c.value).in_(part)
+                    )
+                ):
+                    pending[(row.type, row.value)].id = row.id
         if self.edges:
             s.execute(
                 insert(IdentityEdge),

@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from cdp.collect.messages import Message
@@ -24,6 +22,7 @@ from cdp.runtime import Runtime
 
 log = logging.getLogger(__name__)
 BACKLOG_CHUNK = 1000
+EVENTS = Event.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +138,49 @@ class Pipeline:
 
 
 def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-    """Insert event rows; returns each one's new event id, or None for a replay."""
+    """Insert event rows; returns each one's new event id, or None for a replay.
+
+    The caller holds the identity lock, so no other writer stores between the check for
+    replays and the insert; the unique constraint on (source, message_id) backs this up.
+    """
     if not rows:
         return []
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Event)
-        .on_conflict_do_nothing(index_elements=["source", "message_id"])
-        .returning(Event.id, Event.message_id)
-    )
-    new = {r.message_id: r.id for r in session.execute(statement, rows)}
-    # The same messageId twice in one batch: the first one counts.
-    return [new.pop(row["message_id"], None) for row in rows]
+    conn = session.connection()
+    keys = list({(r["source"], r["message_id"]) for r in rows})
+    seen: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), 400):
+        seen.update(
+            conn.execute(
+                select(EVENTS.c.source, EVENTS.c.message_id).where(
+                    tuple_(EVENTS.c.source, EVENTS.c.message_id).in_(keys[start : start + 400])
+                )
+            ).tuples()
+        )
+    fresh: list[dict[str, Any]] = []
+    for row in rows:  # the same messageId twice in one batch: the first one counts
+        key = (row["source"], row["message_id"])
+        if key not in seen:
+            seen.add(key)
+            fresh.append(row)
+    if not fresh:
+        return [None] * len(rows)
+    # A plain executemany, then the ids read back by key: RETURNING with ordered results makes
+    # SQLite insert row by row.
+    conn.execute(insert(EVENTS), fresh)
+    new_ids: dict[tuple[str, str], int] = {}
+    fresh_keys = [(r["source"], r["message_id"]) for r in fresh]
+    for start in range(0, len(fresh_keys), 400):
+        part = fresh_keys[start : start + 400]
+        new_ids.update(
+            ((source, message_id), event_id)
+            for event_id, source, message_id in conn.execute(
+                select(EVENTS.c.id, EVENTS.c.source, EVENTS.c.message_id).where(
+                    tuple_(EVENTS.c.source, EVENTS.c.message_id).in_(part)
+                )
+            )
+        )
+    fresh_rows = {id(row) for row in fresh}
+    return [new_ids[(r["source"], r["message_id"])] if id(r) in fresh_rows else None for r in rows]
 
 
 def _row(message: Message, source: str) -> dict[str, Any]:
