@@ -213,7 +213,7 @@ def test_analytics_js_page_on_its_single_endpoint():
         "unbundled": [],
         "bundledIds": [],
     }
-    assert message.raw["writeKey"] == "wk_123"
+    assert "writeKey" not in message.raw  # a credential is not stored with the event
 
 
 @pytest.mark.parametrize(
@@ -418,17 +418,39 @@ def test_missing_message_id_is_derived_deterministically_and_written_to_raw():
 def test_derived_id_ignores_blank_message_id_and_retry_sent_at():
     base = {"userId": "u", "event": "E", "timestamp": "2024-05-01T11:00:00Z"}
     ids = {
-        parse_single(dumps(body), "track", NOW).message_id
+        parse_single(dumps(body), "track", received_at).message_id
         for body in (
             base,
             {**base, "messageId": ""},
             {**base, "messageId": None},
             {**base, "type": "track"},
             {**base, "sentAt": "2024-05-01T11:00:05Z"},
+            {**base, "writeKey": "rotated"},
         )
+        for received_at in (NOW, NOW + timedelta(minutes=5))
     }
-    assert ids == {derive_message_id(base, "track")}
-    assert derive_message_id(base, "page") != derive_message_id(base, "track")
+    assert ids == {derive_message_id(base, "track", NOW)}
+    assert derive_message_id(base, "page", NOW) != derive_message_id(base, "track", NOW)
+
+
+def test_derived_id_of_a_message_without_client_time_includes_received_at():
+    # Nothing tells a replay from a second heartbeat: both are kept, each dated when received.
+    heartbeat = dumps({"userId": "server-7", "event": "Heartbeat"})
+    first = parse_single(heartbeat, "track", NOW)
+    again = parse_single(heartbeat, "track", NOW + timedelta(minutes=1))
+    assert first.message_id != again.message_id
+    assert parse_single(heartbeat, "track", NOW).message_id == first.message_id
+    original = {"userId": "u", "event": "E", "originalTimestamp": "2024-05-01T11:00:00Z"}
+    assert derive_message_id(original, "track", NOW) == derive_message_id(
+        original, "track", NOW + timedelta(minutes=1)
+    )
+
+
+def test_write_key_in_a_message_is_not_kept():
+    message = batch_one(track(writeKey="wk_secret", messageId="m-1"), writeKey="wk_secret")
+    assert message.raw == {**track(), "messageId": "m-1"}
+    single = parse_single(dumps(track(writeKey="wk_secret")), "track", NOW)
+    assert "writeKey" not in single.raw
 
 
 # --- timestamps -----------------------------------------------------------------------------

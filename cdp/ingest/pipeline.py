@@ -154,7 +154,7 @@ def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
                 select(EVENTS.c.source, EVENTS.c.message_id).where(
                     tuple_(EVENTS.c.source, EVENTS.c.message_id).in_(keys[start : start + 400])
                 )
-            ).tuples()
+            )
         )
     fresh: list[dict[str, Any]] = []
     for row in rows:  # the same messageId twice in one batch: the first one counts
