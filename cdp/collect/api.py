@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import json
 import logging
 import zlib
@@ -19,9 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from cdp.collect.messages import (
     MAX_BATCH_BYTES,
@@ -38,6 +39,18 @@ from cdp.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# analytics.js posts to one-letter paths; `import` is the older name of batch.
+ALIASES = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+    "b": "batch",
+    "import": "batch",
+}
+
 
 class _Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -48,10 +61,10 @@ class _Refused(Exception):
         )
 
 
-def collection_routes(runtime: Runtime, writer: Writer) -> list[Route]:
+def collection_routes(runtime: Runtime, writer: Writer) -> list[Mount]:
     async def collect(request: Request) -> Response:
         kind = request.path_params["kind"]
-        kind = "batch" if kind == "import" else kind
+        kind = ALIASES.get(kind, kind)
         if kind != "batch" and kind not in MESSAGE_TYPES:
             return _Refused(404, f"unknown endpoint /v1/{kind}").response
         received_at = datetime.now(UTC)
@@ -76,7 +89,15 @@ def collection_routes(runtime: Runtime, writer: Writer) -> list[Route]:
         duplicates = sum(1 for a in accepted if a.event_id is None)
         return _result(len(accepted) - duplicates, duplicates, errors)
 
-    return [Route("/v1/{kind}", collect, methods=["POST"])]
+    # Browsers (analytics.js) post from other origins: CORS on these routes only.
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        max_age=86400,
+    )
+    return [Mount("/v1", routes=[Route("/{kind}", collect, methods=["POST"])], middleware=[cors])]
 
 
 def _result(accepted: int, duplicates: int, errors: list[FieldError]) -> JSONResponse:
@@ -100,18 +121,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding in ("gzip", "deflate"):
-        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-        decoder = zlib.decompressobj(wbits)
-        try:
-            # Bounded: a small compressed body must not expand past the limit (zip bomb).
-            body = decoder.decompress(body, limit + 1)
-        except (zlib.error, gzip.BadGzipFile):
-            raise _Refused(400, f"body is not valid {encoding} data") from None
-        if len(body) > limit or decoder.unconsumed_tail:
-            raise _Refused(413, f"decoded request body over the {limit // 1024} KB limit")
+        body = _decode(body, encoding, limit)
     elif encoding != "identity":
         raise _Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     return body
+
+
+def _decode(data: bytes, encoding: str, limit: int) -> bytes:
+    """Decompress, refusing past `limit` bytes as it goes (a zip bomb costs nothing) and
+    refusing truncated or padded streams; several gzip members are read one after another."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    out = bytearray()
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            out += decoder.decompress(data, limit + 1 - len(out))
+        except zlib.error:
+            raise _Refused(400, f"body is not valid {encoding} data") from None
+        if len(out) > limit or decoder.unconsumed_tail:
+            raise _Refused(413, f"decoded request body over the {limit // 1024} KB limit")
+        if not decoder.eof:
+            raise _Refused(400, f"body is not valid {encoding} data: it ends too early")
+        data = decoder.unused_data
+        if not data:
+            return bytes(out)
+        if encoding != "gzip":
+            raise _Refused(400, f"body is not valid {encoding} data: junk after the end")
 
 
 async def _principal(runtime: Runtime, request: Request, body: bytes) -> Principal:
