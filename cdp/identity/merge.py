@@ -39,7 +39,8 @@ def merge_profiles(
 ) -> Profile:
     """Merge `merged_ids` into `survivor_id`; returns the survivor with its merged traits."""
     merged_ids = [m for m in dict.fromkeys(merged_ids) if m != survivor_id]
-    survivor = session.get(Profile, survivor_id, with_for_update=True)
+    # populate_existing: the resolver writes traits with Core, so a cached object may be stale.
+    survivor = session.get(Profile, survivor_id, with_for_update=True, populate_existing=True)
     assert survivor is not None, survivor_id
     traits, sources = dict(survivor.traits), dict(survivor.trait_sources)
     for profile in session.scalars(select(Profile).where(Profile.id.in_(merged_ids))):

@@ -66,7 +66,7 @@ class Pipeline:
     ) -> list[Accepted]:
         """Store and apply `messages` from `source` in `session` (a `Runtime.writing` one)."""
         lock_identity(session)
-        rows = [_row(m, source) for m in messages]
+        rows = [event_row(m, source) for m in messages]
         event_ids = store(session, rows)
         stored = [
             StoredEvent(event_id, source, m.type, m.timestamp, row["payload"])
@@ -183,7 +183,7 @@ def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
     return [new_ids[(r["source"], r["message_id"])] if id(r) in fresh_rows else None for r in rows]
 
 
-def _row(message: Message, source: str) -> dict[str, Any]:
+def event_row(message: Message, source: str) -> dict[str, Any]:
     return {
         "source": source,
         "message_id": message.message_id,
