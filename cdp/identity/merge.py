@@ -6,15 +6,17 @@ Callers hold the identity lock (`lock_identity`), so no resolver runs meanwhile.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, text, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from cdp.db.models import Consent, Event, Identifier, Merge, Profile, ProfileGroup, utcnow
 from cdp.identity import traits as trait_rules
 
 IDENTITY_LOCK = 7_400_002
+IDENTIFIERS, EVENTS, PROFILES = Identifier.__table__, Event.__table__, Profile.__table__
+CONSENTS, GROUPS, MERGES = Consent.__table__, ProfileGroup.__table__, Merge.__table__
 
 
 def lock_identity(session: Session) -> None:
@@ -47,87 +49,81 @@ def merge_profiles(
         trait_rules.merge(traits, sources, profile.traits, profile.trait_sources, priority)
     survivor.traits, survivor.trait_sources = traits, sources
     survivor.updated_at = utcnow()
-
-    session.execute(
-        update(Identifier)
-        .where(Identifier.profile_id.in_(merged_ids))
-        .values(profile_id=survivor_id)
-    )
-    session.execute(
-        update(Event).where(Event.profile_id.in_(merged_ids)).values(profile_id=survivor_id)
-    )
-    _merge_consents(session, survivor_id, merged_ids)
-    _merge_groups(session, survivor_id, merged_ids)
-    # Old ids, and ids that were merged into them earlier, resolve to the survivor in one hop.
-    session.execute(
-        update(Profile)
-        .where(or_(Profile.id.in_(merged_ids), Profile.merged_into.in_(merged_ids)))
-        .values(merged_into=survivor_id, traits={}, trait_sources={})
-    )
-    now = utcnow()
-    session.execute(
-        insert(Merge),
+    session.flush()
+    conn = session.connection()
+    move_merged(conn, {m: survivor_id for m in merged_ids})
+    record_merges(
+        conn,
         [
             {
-                "kind": "merge",
                 "survivor_id": survivor_id,
                 "merged_id": m,
                 "reason": reason,
                 "actor": actor,
                 "event_id": event_id,
-                "created_at": now,
             }
             for m in merged_ids
         ],
     )
-    session.flush()
     return survivor
 
 
-def _merge_consents(session: Session, survivor_id: str, merged_ids: Sequence[str]) -> None:
-    rows = list(
-        session.scalars(select(Consent).where(Consent.profile_id.in_([survivor_id, *merged_ids])))
-    )
-    newest: dict[tuple[str, str], Consent] = {}
-    for row in rows:
-        key = (row.purpose, row.channel)
-        if key not in newest or row.updated_at > newest[key].updated_at:
-            newest[key] = row
-    values = [
-        {
-            "profile_id": survivor_id,
-            "purpose": r.purpose,
-            "channel": r.channel,
-            "status": r.status,
-            "source": r.source,
-            "updated_at": r.updated_at,
-        }
-        for r in newest.values()
-    ]
-    session.execute(delete(Consent).where(Consent.profile_id.in_([survivor_id, *merged_ids])))
-    if values:
-        session.execute(insert(Consent), values)
+def move_merged(conn: Connection, moves: Mapping[str, str]) -> None:
+    """Move everything of each merged profile (key) to its survivor (value), in bulk.
 
-
-def _merge_groups(session: Session, survivor_id: str, merged_ids: Sequence[str]) -> None:
-    rows = sorted(
-        session.scalars(
-            select(ProfileGroup).where(ProfileGroup.profile_id.in_([survivor_id, *merged_ids]))
-        ),
-        key=lambda r: r.updated_at,
+    Traits are the caller's: it has already folded them into the survivors.
+    """
+    if not moves:
+        return
+    pairs = [{"loser": loser, "final": final} for loser, final in moves.items()]
+    conn.execute(
+        update(IDENTIFIERS)
+        .where(IDENTIFIERS.c.profile_id == bindparam("loser"))
+        .values(profile_id=bindparam("final")),
+        pairs,
     )
-    merged: dict[str, tuple[dict, datetime]] = {}
-    for row in rows:  # oldest first: newer group traits win
-        traits, _ = merged.get(row.group_id, ({}, row.updated_at))
-        merged[row.group_id] = ({**traits, **row.traits}, row.updated_at)
-    session.execute(
-        delete(ProfileGroup).where(ProfileGroup.profile_id.in_([survivor_id, *merged_ids]))
+    conn.execute(
+        update(EVENTS)
+        .where(EVENTS.c.profile_id == bindparam("loser"))
+        .values(profile_id=bindparam("final")),
+        pairs,
     )
-    if merged:
-        session.execute(
-            insert(ProfileGroup),
-            [
-                {"profile_id": survivor_id, "group_id": g, "traits": t, "updated_at": at}
-                for g, (t, at) in merged.items()
-            ],
+    _newest_wins(conn, CONSENTS, ("purpose", "channel"), moves)
+    _newest_wins(conn, GROUPS, ("group_id",), moves)
+    # Old ids, and ids that were merged into them earlier, resolve to the survivor in one hop.
+    conn.execute(
+        update(PROFILES)
+        .where(
+            or_(PROFILES.c.id == bindparam("loser"), PROFILES.c.merged_into == bindparam("loser"))
         )
+        .values(merged_into=bindparam("final"), traits={}, trait_sources={}),
+        pairs,
+    )
+
+
+def record_merges(conn: Connection, records: Sequence[dict[str, Any]]) -> None:
+    if records:
+        now = utcnow()
+        conn.execute(insert(MERGES), [{"kind": "merge", "created_at": now, **r} for r in records])
+
+
+def _newest_wins(
+    conn: Connection, table: Any, keys: tuple[str, ...], moves: Mapping[str, str]
+) -> None:
+    """Per key, the newest row among a survivor's and its merged profiles' becomes the survivor's.
+
+    Group memberships also fold their traits together, newer over older."""
+    involved = set(moves) | set(moves.values())
+    rows = conn.execute(select(table).where(table.c.profile_id.in_(involved))).mappings().all()
+    if not any(r["profile_id"] in moves for r in rows):
+        return
+    winners: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["updated_at"]):
+        owner = moves.get(row["profile_id"], row["profile_id"])
+        key = (owner, *(row[k] for k in keys))
+        merged = {**row, "profile_id": owner}
+        if "traits" in row and key in winners:
+            merged["traits"] = {**winners[key]["traits"], **row["traits"]}
+        winners[key] = merged
+    conn.execute(delete(table).where(table.c.profile_id.in_({r["profile_id"] for r in rows})))
+    conn.execute(insert(table), list(winners.values()))

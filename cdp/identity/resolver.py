@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from cdp.db.models import Consent, Event, Identifier, IdentityEdge, Profile, ProfileGroup, new_id
+from cdp.db.models import Event, Identifier, IdentityEdge, Profile, new_id
 from cdp.identity import facts
 from cdp.identity import traits as trait_rules
-from cdp.identity.merge import merge_profiles
+from cdp.identity.merge import CONSENTS, GROUPS, move_merged, record_merges
 from cdp.identity.rules import InvalidIdentifier, Rules
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,11 @@ class Resolver:
         self.profiles: dict[str, _Profile] = {}
         self.merges: list[MergeRecord] = []
         self.redirect: dict[str, str] = {}
-        self._reset_buffers()
-
-    def _reset_buffers(self) -> None:
-        self.new_profiles: list[_Profile] = []
+        self.loaded: set[str] = set()
+        """Profiles that were already stored when the chunk began."""
+        # What the chunk decided, written by `_flush` at its end:
+        self.new_profiles: dict[str, _Profile] = {}
+        self.merge_rows: list[dict[str, Any]] = []
         self.new_ids: list[_Id] = []
         self.seen: dict[Key, datetime] = {}
         self.edges: list[tuple[Key, Key, int, str]] = []
@@ -138,10 +139,9 @@ class Resolver:
                 outcome = Outcome(event.id, None, "no usable identifier")
             self.outcomes.append(outcome)
             results.append(outcome)
-        self._flush()
         for outcome in results:  # events applied before a later merge in this chunk
-            while outcome.profile_id in self.redirect:
-                outcome.profile_id = self.redirect[outcome.profile_id]
+            outcome.profile_id = self._final(outcome.profile_id)
+        self._flush()
         return results
 
     # --- matching ------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ class Resolver:
     def _create(self, event: StoredEvent, keys: list[Key]) -> _Profile:
         profile = _Profile(new_id(), event.timestamp, {}, {}, new=True)
         self.profiles[profile.id] = profile
-        self.new_profiles.append(profile)
+        self.new_profiles[profile.id] = profile
         per_type: dict[str, int] = defaultdict(int)
         kept = []
         for key in keys:  # a message can carry more values of a type than the type's limit
@@ -247,32 +247,40 @@ class Resolver:
     def _merge(
         self, event: StoredEvent, survivor: _Profile, others: list[_Profile], keys: list[Key]
     ) -> _Profile:
-        # Record the links first: the edges say why these profiles are one person.
-        self._attach(event, survivor, keys)
-        self._flush()
+        """Merge in memory; `_flush` writes it. A profile made earlier in this chunk is simply
+        folded in (it was never written, so nothing refers to it); a stored one is recorded."""
+        self._attach(event, survivor, keys)  # the edges say why these are one person
         linking = ", ".join(f"{t}={v}" for t, v in keys)
         reason = (
             f"{event.type} event {event.payload.get('messageId')} from {event.source} "
             f"linked {linking}"
         )
-        merged_ids = [p.id for p in others]
-        row = merge_profiles(
-            self.session,
-            survivor.id,
-            merged_ids,
-            reason=reason,
-            actor=f"source:{event.source}",
-            priority=self.priority,
-            event_id=event.id,
-        )
-        survivor.traits, survivor.sources = dict(row.traits), dict(row.trait_sources)
+        stored = []
         for other in others:
+            trait_rules.merge(
+                survivor.traits, survivor.sources, other.traits, other.sources, self.priority
+            )
             for ident in other.ids:
                 ident.profile_id = survivor.id
                 survivor.ids.append(ident)
             del self.profiles[other.id]
             self.redirect[other.id] = survivor.id
-        self.merges.append(MergeRecord(survivor.id, merged_ids, reason))
+            if other.new:
+                self.new_profiles.pop(other.id)
+            else:
+                stored.append(other.id)
+                self.merge_rows.append(
+                    {
+                        "survivor_id": survivor.id,
+                        "merged_id": other.id,
+                        "reason": reason,
+                        "actor": f"source:{event.source}",
+                        "event_id": event.id,
+                    }
+                )
+        self.dirty.add(survivor.id)
+        if stored:
+            self.merges.append(MergeRecord(survivor.id, stored, reason))
         return survivor
 
     # --- what the event says about the person --------------------------------------------------
@@ -319,6 +327,7 @@ class Resolver:
                 Profile.id.in_(profile_ids)
             )
         ):
+            self.loaded.add(row.id)
             self.profiles[row.id] = _Profile(
                 row.id, row.created_at, dict(row.traits), dict(row.trait_sources)
             )
@@ -336,11 +345,17 @@ class Resolver:
             self.ids[ident.key] = ident
             self.profiles[row.profile_id].ids.append(ident)
 
+    def _final(self, profile_id: str | None) -> str | None:
+        while profile_id in self.redirect:
+            profile_id = self.redirect[profile_id]
+        return profile_id
+
     def _flush(self) -> None:
+        """Write everything the chunk decided, one statement per table where it can."""
         s = self.session.connection()  # Core: no ORM bookkeeping for bulk statements
         if self.new_profiles:
             s.execute(
-                insert(Profile),
+                insert(PROFILES),
                 [
                     {
                         "id": p.id,
@@ -349,40 +364,14 @@ class Resolver:
                         "created_at": p.created_at,
                         "updated_at": self.now,
                     }
-                    for p in self.new_profiles
+                    for p in self.new_profiles.values()
                 ],
             )
-            self.dirty -= {p.id for p in self.new_profiles}
-            for p in self.new_profiles:
-                p.new = False
-        if self.new_ids:
-            s.execute(
-                insert(IDENTIFIERS),
-                [
-                    {
-                        "type": i.key[0],
-                        "value": i.key[1],
-                        "profile_id": i.profile_id,
-                        "first_seen": i.seen,
-                        "last_seen": i.seen,
-                    }
-                    for i in self.new_ids
-                ],
-            )
-            # Read the ids back by key (RETURNING in order makes SQLite insert row by row).
-            pending = {i.key: i for i in self.new_ids}
-            keys = list(pending)
-            for at in range(0, len(keys), LOOKUP_CHUNK):
-                part = keys[at : at + LOOKUP_CHUNK]
-                for row in s.execute(
-                    select(IDENTIFIERS.c.id, IDENTIFIERS.c.type, IDENTIFIERS.c.value).where(
-                        tuple_(IDENTIFIERS.c.type, IDENTIFIERS.c.value).in_(part)
-                    )
-                ):
-                    pending[(row.type, row.value)].id = row.id
+            self.dirty -= self.new_profiles.keys()
+        self._insert_identifiers(s)
         if self.edges:
             s.execute(
-                insert(IdentityEdge),
+                insert(IdentityEdge.__table__),
                 [
                     {
                         "a_id": self.ids[a].id,
@@ -402,6 +391,13 @@ class Resolver:
                 .values(last_seen=bindparam("seen")),
                 [{"ident_id": self.ids[k].id, "seen": at} for k, at in self.seen.items()],
             )
+        if self.merge_rows:
+            move_merged(s, {r["merged_id"]: self._final(r["merged_id"]) for r in self.merge_rows})
+            written = self.new_profiles.keys() | {r["merged_id"] for r in self.merge_rows}
+            for row in self.merge_rows:  # a survivor made in this chunk and folded away later
+                if row["survivor_id"] not in written and row["survivor_id"] not in self.loaded:
+                    row["survivor_id"] = self._final(row["survivor_id"])
+            record_merges(s, self.merge_rows)
         live_dirty = [self.profiles[p] for p in self.dirty if p in self.profiles]
         if live_dirty:
             s.execute(
@@ -417,8 +413,8 @@ class Resolver:
                     for p in live_dirty
                 ],
             )
-        self._flush_consents()
-        self._flush_groups()
+        self._flush_consents(s)
+        self._flush_groups(s)
         if self.outcomes:
             s.execute(
                 update(EVENTS)
@@ -433,47 +429,114 @@ class Resolver:
                     for o in self.outcomes
                 ],
             )
-        self._reset_buffers()
 
-    def _flush_consents(self) -> None:
-        if not self.consents:
+    def _insert_identifiers(self, s: Connection) -> None:
+        if not self.new_ids:
+            return
+        s.execute(
+            insert(IDENTIFIERS),
+            [
+                {
+                    "type": i.key[0],
+                    "value": i.key[1],
+                    "profile_id": i.profile_id,
+                    "first_seen": i.seen,
+                    "last_seen": i.seen,
+                }
+                for i in self.new_ids
+            ],
+        )
+        # Read the ids back by key (RETURNING in order makes SQLite insert row by row).
+        pending = {i.key: i for i in self.new_ids}
+        keys = list(pending)
+        for at in range(0, len(keys), LOOKUP_CHUNK):
+            part = keys[at : at + LOOKUP_CHUNK]
+            for row in s.execute(
+                select(IDENTIFIERS.c.id, IDENTIFIERS.c.type, IDENTIFIERS.c.value).where(
+                    tuple_(IDENTIFIERS.c.type, IDENTIFIERS.c.value).in_(part)
+                )
+            ):
+                pending[(row.type, row.value)].id = row.id
+
+    def _flush_consents(self, s: Connection) -> None:
+        latest: dict[tuple[str, str], tuple[str, str, datetime]] = {}
+        for (profile_id, purpose), value in self.consents.items():
+            key = (self._final(profile_id) or profile_id, purpose)
+            if key not in latest or latest[key][2] <= value[2]:
+                latest[key] = value
+        if not latest:
             return
         existing = {
             (r.profile_id, r.purpose): r.updated_at
-            for r in self.session.execute(
-                select(Consent.profile_id, Consent.purpose, Consent.updated_at).where(
-                    Consent.profile_id.in_({p for p, _ in self.consents}), Consent.channel == "*"
+            for r in s.execute(
+                select(CONSENTS.c.profile_id, CONSENTS.c.purpose, CONSENTS.c.updated_at).where(
+                    CONSENTS.c.profile_id.in_({p for p, _ in latest}), CONSENTS.c.channel == "*"
                 )
             )
         }
-        for (profile_id, purpose), (status, source, at) in self.consents.items():
-            values = {"status": status, "source": source, "updated_at": at}
+        fresh, changed = [], []
+        for (profile_id, purpose), (status, source, at) in latest.items():
+            row = {
+                "pid": profile_id,
+                "b_purpose": purpose,
+                "b_channel": "*",
+                "b_status": status,
+                "b_source": source,
+                "at": at,
+            }
             if (profile_id, purpose) not in existing:
-                self.session.execute(
-                    insert(Consent).values(
-                        profile_id=profile_id, purpose=purpose, channel="*", **values
-                    )
-                )
+                fresh.append(row)
             elif existing[(profile_id, purpose)] <= at:
-                self.session.execute(
-                    update(Consent)
-                    .where(
-                        Consent.profile_id == profile_id,
-                        Consent.purpose == purpose,
-                        Consent.channel == "*",
-                    )
-                    .values(**values)
+                changed.append(row)
+        if fresh:
+            s.execute(
+                insert(CONSENTS).values(
+                    profile_id=bindparam("pid"),
+                    purpose=bindparam("b_purpose"),
+                    channel=bindparam("b_channel"),
+                    status=bindparam("b_status"),
+                    source=bindparam("b_source"),
+                    updated_at=bindparam("at"),
+                ),
+                fresh,
+            )
+        if changed:
+            s.execute(
+                update(CONSENTS)
+                .where(
+                    CONSENTS.c.profile_id == bindparam("pid"),
+                    CONSENTS.c.purpose == bindparam("b_purpose"),
+                    CONSENTS.c.channel == bindparam("b_channel"),
                 )
+                .values(
+                    status=bindparam("b_status"),
+                    source=bindparam("b_source"),
+                    updated_at=bindparam("at"),
+                ),
+                changed,
+            )
 
-    def _flush_groups(self) -> None:
+    def _flush_groups(self, s: Connection) -> None:
+        latest: dict[tuple[str, str], tuple[dict[str, Any], datetime]] = {}
         for (profile_id, group_id), (traits, at) in self.groups.items():
-            row = self.session.get(ProfileGroup, (profile_id, group_id))
+            key = (self._final(profile_id) or profile_id, group_id)
+            old = latest.get(key)
+            latest[key] = ({**old[0], **traits}, max(at, old[1])) if old else (traits, at)
+        for (profile_id, group_id), (traits, at) in latest.items():
+            row = s.execute(
+                select(GROUPS.c.traits, GROUPS.c.updated_at).where(
+                    GROUPS.c.profile_id == profile_id, GROUPS.c.group_id == group_id
+                )
+            ).first()
             if row is None:
-                self.session.add(
-                    ProfileGroup(
+                s.execute(
+                    insert(GROUPS).values(
                         profile_id=profile_id, group_id=group_id, traits=traits, updated_at=at
                     )
                 )
             elif row.updated_at <= at:
-                row.traits, row.updated_at = {**row.traits, **traits}, at
-        self.session.flush()
+                s.execute(
+                    update(GROUPS)
+                    .where(GROUPS.c.profile_id == profile_id, GROUPS.c.group_id == group_id)
+                    .values(traits={**row.traits, **traits}, updated_at=at)
+                )
