@@ -910,3 +910,12 @@ def test_identical_events_without_message_id_or_timestamp_are_both_kept(runtime,
     assert post(http, "/v1/track", heartbeat, collect_key).json()["accepted"] == 1
     assert post(http, "/v1/track", heartbeat, collect_key).json()["accepted"] == 1
     assert event_count(runtime) == 2
+
+
+def test_error_list_is_capped_but_counted(http, collect_key):
+    response = post(http, "/v1/batch", {"batch": [{}] * 5000}, collect_key)
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["errorCount"] == 5000
+    assert len(payload["errors"]) == 100
+    assert payload["errors"][0]["index"] == 0

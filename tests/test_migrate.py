@@ -85,7 +85,7 @@ def test_upgrade_keeps_existing_data(empty_database_url):
                 text(
                     "INSERT INTO events (source, message_id, type, timestamp, received_at, "
                     "payload) VALUES ('web', 'm1', 'track', '2026-01-01', '2026-01-01', "
-                    "'{\"event\": \"x\"}')"
+                    '\'{"event": "x"}\')'
                 )
             )
         upgrade(engine)

@@ -38,6 +38,7 @@ from cdp.keys import Principal, Scope, authenticate
 from cdp.runtime import Runtime
 
 log = logging.getLogger(__name__)
+MAX_ERRORS = 100
 
 # analytics.js posts to one-letter paths; `import` is the older name of batch.
 ALIASES = {
@@ -103,7 +104,11 @@ def collection_routes(runtime: Runtime, writer: Writer) -> list[Mount]:
 def _result(accepted: int, duplicates: int, errors: list[FieldError]) -> JSONResponse:
     body: dict[str, Any] = {"success": not errors, "accepted": accepted, "duplicates": duplicates}
     if errors:
-        body["errors"] = [{"index": e.index, "field": e.field, "message": str(e)} for e in errors]
+        # 500 KB of `{}` is 100,000 bad messages: report the first ones, and how many in all.
+        body["errorCount"] = len(errors)
+        body["errors"] = [
+            {"index": e.index, "field": e.field, "message": str(e)} for e in errors[:MAX_ERRORS]
+        ]
     return JSONResponse(body, status_code=400 if errors else 200)
 
 
