@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -16,13 +19,37 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def json_dumps(value: Any) -> str:
+    """orjson for speed (payloads and traits are written on every event); the standard library
+    for what orjson refuses (integers beyond 64 bits), so nothing valid is rejected."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """orjson, except for text with a run of 19+ digits: orjson reads integers beyond 64 bits as
+    floats, and a stored value must come back as it went in."""
+    if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode()):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
 def make_engine(url: str, immediate: bool = False, **kwargs: Any) -> Engine:
     """`immediate`: on SQLite, every transaction takes the write lock at BEGIN (for writers that
     read before they write, which would otherwise fail when another writer got there first)."""
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=json_dumps,
+            json_deserializer=json_loads,
+            **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves (SQLAlchemy's
@@ -30,7 +57,15 @@ def make_engine(url: str, immediate: bool = False, **kwargs: Any) -> Engine:
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=30,
+        pool_pre_ping=True,
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
+        **kwargs,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -17,30 +17,31 @@ For each event, in the order the events were stored:
    survivor two user_ids, over the limit of 1, so `anonymous_id=a1` (the lowest priority) is
    dropped; `user_id=u2` alone matches B, and the event goes to B. A and B stay apart.
 3. Traits (per trait, last write wins by event time and source priority), consent
-   (`context.consent.categoryPreferences`) and group membership are applied to the profile, and
-   the event is marked processed with its profile.
+   (`context.consent.categoryPreferences`) and group membership are applied to the profile;
+   `run` returns each event's profile, and the caller writes the event with it.
 
 Every new link is recorded as an edge of the identity graph (the message's strongest identifier
 to each identifier it brought to the profile) with the event as provenance; every merge is
 recorded with its reason. The caller holds the identity lock for the whole transaction.
 
-Writes are batched per chunk (one multi-row statement per table) and flushed before a merge, so
-the merge's SQL sees everything decided so far.
+All of it happens in memory and is written once, at the end of the chunk, one multi-row
+statement per table; a profile made and merged away within one chunk is never written.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from cdp.db.models import Event, Identifier, IdentityEdge, Profile, new_id
+from cdp.db.models import Identifier, IdentityEdge, Profile, new_id
+from cdp.db.pairs import pairs_in
 from cdp.identity import facts
 from cdp.identity import traits as trait_rules
 from cdp.identity.merge import CONSENTS, GROUPS, move_merged, record_merges
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 LOOKUP_CHUNK = 400
 # Core tables for executemany UPDATEs (the ORM's bulk-update mode wants primary-key names).
-IDENTIFIERS, PROFILES, EVENTS = Identifier.__table__, Profile.__table__, Event.__table__
+IDENTIFIERS, PROFILES = Identifier.__table__, Profile.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ class _Profile:
     sources: dict[str, Any]
     ids: list[_Id] = field(default_factory=list)
     new: bool = False
+    complete: bool = True
+    """Whether `ids` holds all of the profile's identifiers (loaded only when limits need them)."""
 
 
 class Resolver:
@@ -100,6 +103,8 @@ class Resolver:
         self, session: Session, rules: Rules, priority: Mapping[str, int], now: datetime
     ) -> None:
         self.session = session
+        self.conn = session.connection()  # Core: no ORM bookkeeping on the hot path
+        self.dialect = self.conn.dialect
         self.rules = rules
         self.priority = priority
         self.now = now
@@ -118,7 +123,6 @@ class Resolver:
         self.dirty: set[str] = set()
         self.consents: dict[tuple[str, str], tuple[str, str, datetime]] = {}
         self.groups: dict[tuple[str, str], tuple[dict[str, Any], datetime]] = {}
-        self.outcomes: list[Outcome] = []
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -128,16 +132,28 @@ class Resolver:
             {key for _, (ids, _) in extracted for key in ids}
             | {key for event in events for key in self._alias_candidates(event)}
         )
+        extracted = [
+            (event, self._with_alias(event, keys), shared) for event, (keys, shared) in extracted
+        ]
+        # Limits are checked only where an event adds identifiers or links profiles: load the
+        # full identifier lists of those profiles in one go (others stay partial).
+        self._complete(
+            {
+                owner
+                for _, keys, _ in extracted
+                for owners in [{self.ids[k].profile_id for k in keys if k in self.ids}]
+                if len(owners) > 1 or any(k not in self.ids for k in keys)
+                for owner in owners
+            }
+        )
         results: list[Outcome] = []
-        for event, (keys, shared) in extracted:
-            keys = self._with_alias(event, keys)
+        for event, keys, shared in extracted:
             if keys:
                 profile = self._resolve(event, keys)
                 self._apply(event, profile, shared)
                 outcome = Outcome(event.id, profile.id)
             else:
                 outcome = Outcome(event.id, None, "no usable identifier")
-            self.outcomes.append(outcome)
             results.append(outcome)
         for outcome in results:  # events applied before a later merge in this chunk
             outcome.profile_id = self._final(outcome.profile_id)
@@ -191,6 +207,7 @@ class Resolver:
         adding = [k for k in keys if k not in self.ids]
         if len(profiles) == 1 and not adding:
             return True
+        self._complete({p.id for p in profiles if not p.complete})
         seen_by_type: dict[str, list[datetime]] = defaultdict(list)
         for profile in profiles:
             for ident in profile.ids:
@@ -306,44 +323,65 @@ class Resolver:
     # --- reading and writing -------------------------------------------------------------------
 
     def _load(self, keys: set[Key]) -> None:
-        keys -= self.ids.keys()
-        profile_ids: set[str] = set()
-        ordered = sorted(keys)
+        """The stored identifiers among `keys`, and the profiles holding them."""
+        ordered = sorted(keys - self.ids.keys())
+        found: list[_Id] = []
         for start in range(0, len(ordered), LOOKUP_CHUNK):
             part = ordered[start : start + LOOKUP_CHUNK]
-            rows = self.session.execute(
-                select(Identifier.profile_id).where(
-                    tuple_(Identifier.type, Identifier.value).in_(part)
+            found.extend(
+                _Id((row.type, row.value), row.profile_id, row.last_seen, row.id)
+                for row in self.conn.execute(
+                    select(
+                        IDENTIFIERS.c.id,
+                        IDENTIFIERS.c.type,
+                        IDENTIFIERS.c.value,
+                        IDENTIFIERS.c.profile_id,
+                        IDENTIFIERS.c.last_seen,
+                    ).where(pairs_in(self.dialect, IDENTIFIERS.c.type, IDENTIFIERS.c.value, part))
                 )
             )
-            profile_ids.update(r.profile_id for r in rows)
-        profile_ids -= self.profiles.keys()
+        profile_ids = sorted({i.profile_id for i in found} - self.profiles.keys())
         for start in range(0, len(profile_ids), LOOKUP_CHUNK):
-            self._load_profiles(sorted(profile_ids)[start : start + LOOKUP_CHUNK])
-
-    def _load_profiles(self, profile_ids: list[str]) -> None:
-        for row in self.session.execute(
-            select(Profile.id, Profile.created_at, Profile.traits, Profile.trait_sources).where(
-                Profile.id.in_(profile_ids)
-            )
-        ):
-            self.loaded.add(row.id)
-            self.profiles[row.id] = _Profile(
-                row.id, row.created_at, dict(row.traits), dict(row.trait_sources)
-            )
-        rows: Iterable[Row[Any]] = self.session.execute(
-            select(
-                Identifier.id,
-                Identifier.type,
-                Identifier.value,
-                Identifier.profile_id,
-                Identifier.last_seen,
-            ).where(Identifier.profile_id.in_(profile_ids))
-        )
-        for row in rows:
-            ident = _Id((row.type, row.value), row.profile_id, row.last_seen, row.id)
+            for row in self.conn.execute(
+                select(
+                    PROFILES.c.id,
+                    PROFILES.c.created_at,
+                    PROFILES.c.traits,
+                    PROFILES.c.trait_sources,
+                ).where(PROFILES.c.id.in_(profile_ids[start : start + LOOKUP_CHUNK]))
+            ):
+                self.loaded.add(row.id)
+                self.profiles[row.id] = _Profile(
+                    row.id,
+                    row.created_at,
+                    dict(row.traits),
+                    dict(row.trait_sources),
+                    complete=False,
+                )
+        for ident in found:
             self.ids[ident.key] = ident
-            self.profiles[row.profile_id].ids.append(ident)
+            self.profiles[ident.profile_id].ids.append(ident)
+
+    def _complete(self, profile_ids: set[str]) -> None:
+        """Load every identifier of these stored profiles."""
+        wanted = sorted(p for p in profile_ids if not self.profiles[p].complete)
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            for row in self.conn.execute(
+                select(
+                    IDENTIFIERS.c.id,
+                    IDENTIFIERS.c.type,
+                    IDENTIFIERS.c.value,
+                    IDENTIFIERS.c.profile_id,
+                    IDENTIFIERS.c.last_seen,
+                ).where(IDENTIFIERS.c.profile_id.in_(wanted[start : start + LOOKUP_CHUNK]))
+            ):
+                key = (row.type, row.value)
+                if key not in self.ids:
+                    ident = _Id(key, row.profile_id, row.last_seen, row.id)
+                    self.ids[key] = ident
+                    self.profiles[row.profile_id].ids.append(ident)
+        for profile_id in wanted:
+            self.profiles[profile_id].complete = True
 
     def _final(self, profile_id: str | None) -> str | None:
         while profile_id in self.redirect:
@@ -352,7 +390,7 @@ class Resolver:
 
     def _flush(self) -> None:
         """Write everything the chunk decided, one statement per table where it can."""
-        s = self.session.connection()  # Core: no ORM bookkeeping for bulk statements
+        s = self.conn
         if self.new_profiles:
             s.execute(
                 insert(PROFILES),
@@ -415,20 +453,6 @@ class Resolver:
             )
         self._flush_consents(s)
         self._flush_groups(s)
-        if self.outcomes:
-            s.execute(
-                update(EVENTS)
-                .where(EVENTS.c.id == bindparam("eid"))
-                .values(
-                    profile_id=bindparam("pid"),
-                    processed_at=bindparam("now"),
-                    error=bindparam("err"),
-                ),
-                [
-                    {"eid": o.event_id, "pid": o.profile_id, "now": self.now, "err": o.error}
-                    for o in self.outcomes
-                ],
-            )
 
     def _insert_identifiers(self, s: Connection) -> None:
         if not self.new_ids:
@@ -453,7 +477,7 @@ class Resolver:
             part = keys[at : at + LOOKUP_CHUNK]
             for row in s.execute(
                 select(IDENTIFIERS.c.id, IDENTIFIERS.c.type, IDENTIFIERS.c.value).where(
-                    tuple_(IDENTIFIERS.c.type, IDENTIFIERS.c.value).in_(part)
+                    pairs_in(self.dialect, IDENTIFIERS.c.type, IDENTIFIERS.c.value, part)
                 )
             ):
                 pending[(row.type, row.value)].id = row.id

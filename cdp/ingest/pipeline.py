@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from cdp.collect.messages import Message
 from cdp.db.models import Event, utcnow
+from cdp.db.pairs import pairs_in
 from cdp.identity.merge import lock_identity
 from cdp.identity.resolver import MergeRecord, Outcome, Resolver, StoredEvent
 from cdp.runtime import Runtime
@@ -64,29 +65,37 @@ class Pipeline:
     def ingest(
         self, session: Session, messages: Sequence[Message], source: str, applied: Applied
     ) -> list[Accepted]:
-        """Store and apply `messages` from `source` in `session` (a `Runtime.writing` one)."""
+        """Store and apply `messages` from `source` in `session` (a `Runtime.writing` one).
+
+        Identities are resolved before the events are written, so each event is inserted once,
+        already attached to its profile. If resolution fails, the events are still stored,
+        unprocessed, and the backlog retries them one by one.
+        """
         lock_identity(session)
         rows = [event_row(m, source) for m in messages]
-        event_ids = store(session, rows)
+        fresh = _fresh(session, rows)
         stored = [
-            StoredEvent(event_id, source, m.type, m.timestamp, row["payload"])
-            for m, row, event_id in zip(messages, rows, event_ids, strict=True)
-            if event_id is not None
+            StoredEvent(r["id"], source, r["type"], r["timestamp"], r["payload"]) for r in fresh
         ]
-        profile_of: dict[int, str | None] = {}
         if stored:
             try:
                 with session.begin_nested():
                     outcomes = self._resolve(session, stored, applied)
-                profile_of = {o.event_id: o.profile_id for o in outcomes}
             except Exception:
-                # The events stay stored and unprocessed; the backlog retries them one by one.
                 log.exception(
                     "identity resolution failed for %d events; left for the backlog", len(stored)
                 )
+            else:
+                now = utcnow()
+                for row, outcome in zip(fresh, outcomes, strict=True):
+                    row.update(profile_id=outcome.profile_id, processed_at=now, error=outcome.error)
+            session.connection().execute(insert(EVENTS), fresh)
+        fresh_ids = {id(row) for row in fresh}
         return [
-            Accepted(m.message_id, event_id, profile_of.get(event_id) if event_id else None)
-            for m, event_id in zip(messages, event_ids, strict=True)
+            Accepted(r["message_id"], r["id"], r.get("profile_id"))
+            if id(r) in fresh_ids
+            else Accepted(r["message_id"], None, None)
+            for r in rows
         ]
 
     def _resolve(
@@ -118,7 +127,7 @@ class Pipeline:
                 return 0
             try:
                 with session.begin_nested():
-                    self._resolve(session, stored, applied)
+                    _mark_processed(session, self._resolve(session, stored, applied))
             except Exception:
                 applied = Applied()
                 for event in stored:
@@ -129,7 +138,7 @@ class Pipeline:
     def _resolve_alone(self, session: Session, event: StoredEvent, applied: Applied) -> None:
         try:
             with session.begin_nested():
-                self._resolve(session, [event], applied)
+                _mark_processed(session, self._resolve(session, [event], applied))
         except Exception as exc:
             log.exception("event %s cannot be applied to a profile", event.id)
             row = session.get(Event, event.id)
@@ -138,21 +147,30 @@ class Pipeline:
 
 
 def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-    """Insert event rows; returns each one's new event id, or None for a replay.
+    """Insert event rows unprocessed (the backlog applies them); returns each one's new event
+    id, or None for a replay. The caller holds the identity lock."""
+    fresh = _fresh(session, rows)
+    if fresh:
+        session.connection().execute(insert(EVENTS), fresh)
+    return [row.get("id") for row in rows]
 
-    The caller holds the identity lock, so no other writer stores between the check for
-    replays and the insert; the unique constraint on (source, message_id) backs this up.
+
+def _fresh(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that are not replays, each given its event id (`row["id"]`).
+
+    Under the identity lock no other writer stores meanwhile, so the check for replays and the
+    ids taken here hold until the insert; the unique constraint on (source, message_id) backs
+    this up.
     """
-    if not rows:
-        return []
     conn = session.connection()
     keys = list({(r["source"], r["message_id"]) for r in rows})
     seen: set[tuple[str, str]] = set()
     for start in range(0, len(keys), 400):
+        part = keys[start : start + 400]
         seen.update(
             conn.execute(
                 select(EVENTS.c.source, EVENTS.c.message_id).where(
-                    tuple_(EVENTS.c.source, EVENTS.c.message_id).in_(keys[start : start + 400])
+                    pairs_in(conn.dialect, EVENTS.c.source, EVENTS.c.message_id, part)
                 )
             )
         )
@@ -162,25 +180,42 @@ def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
         if key not in seen:
             seen.add(key)
             fresh.append(row)
-    if not fresh:
-        return [None] * len(rows)
-    # A plain executemany, then the ids read back by key: RETURNING with ordered results makes
-    # SQLite insert row by row.
-    conn.execute(insert(EVENTS), fresh)
-    new_ids: dict[tuple[str, str], int] = {}
-    fresh_keys = [(r["source"], r["message_id"]) for r in fresh]
-    for start in range(0, len(fresh_keys), 400):
-        part = fresh_keys[start : start + 400]
-        new_ids.update(
-            ((source, message_id), event_id)
-            for event_id, source, message_id in conn.execute(
-                select(EVENTS.c.id, EVENTS.c.source, EVENTS.c.message_id).where(
-                    tuple_(EVENTS.c.source, EVENTS.c.message_id).in_(part)
-                )
-            )
+    for row, event_id in zip(fresh, _next_ids(conn, len(fresh)), strict=True):
+        row["id"] = event_id
+    return fresh
+
+
+def _next_ids(conn: Connection, count: int) -> list[int]:
+    if not count:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(
+            conn.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
+                    "FROM generate_series(1, :n)"
+                ),
+                {"n": count},
+            ).scalars()
         )
-    fresh_rows = {id(row) for row in fresh}
-    return [new_ids[(r["source"], r["message_id"])] if id(r) in fresh_rows else None for r in rows]
+    first = (conn.execute(select(func.max(EVENTS.c.id))).scalar() or 0) + 1
+    return list(range(first, first + count))
+
+
+def _mark_processed(session: Session, outcomes: Sequence[Outcome]) -> None:
+    if outcomes:
+        now = utcnow()
+        session.connection().execute(
+            update(EVENTS)
+            .where(EVENTS.c.id == bindparam("eid"))
+            .values(
+                profile_id=bindparam("pid"), processed_at=bindparam("now"), error=bindparam("err")
+            ),
+            [
+                {"eid": o.event_id, "pid": o.profile_id, "now": now, "err": o.error}
+                for o in outcomes
+            ],
+        )
 
 
 def event_row(message: Message, source: str) -> dict[str, Any]:
