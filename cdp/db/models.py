@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,7 +68,10 @@ class UTCDateTime(TypeDecorator[datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime: pass an aware one")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            # Cutting off the "+00:00" costs less than replace(tzinfo=None).
+            return value.isoformat(" ", "microseconds")[:26]
 
         return process
 
@@ -76,7 +80,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().result_processor(dialect, coltype)
 
         def process(value: str | None) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+            if value is None:
+                return None
+            if len(value) > 10:  # a date and a time, as written above
+                # Parsing an appended offset costs ~5x less than replace(tzinfo=UTC).
+                with suppress(ValueError):
+                    return datetime.fromisoformat(value + "+00:00")
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
         return process
 
@@ -232,3 +242,47 @@ class ApiKey(Base):
     """Space-separated."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SourceState(Base):
+    """A source connector's progress: the committed checkpoint, the last run, and the claim that
+    keeps two syncs of one source from running at once."""
+
+    __tablename__ = "source_states"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    """The connector's checkpoint, committed with the events it covers; None: from the start."""
+    status: Mapped[str] = mapped_column(String(16), default="idle")
+    """idle, running, completed or failed."""
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_imported: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_duplicate: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_merged: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Counters of the last (or current) run."""
+    running_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set while a sync holds the source; None when no sync does."""
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    """"host:pid" of the sync holding the source, to tell a live holder from a killed one."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Updated with every committed batch; a claim without a recent one is stale."""
+
+
+class SourceReject(Base):
+    """A source record that could not be imported, kept with why, for the admin to fix."""
+
+    __tablename__ = "source_rejects"
+    __table_args__ = (Index(None, "source", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(255))
+    run_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    location: Mapped[str | None] = mapped_column(String(1024))
+    """Where in the source, e.g. the file's path."""
+    row_number: Mapped[int | None] = mapped_column(BigInteger)
+    raw: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

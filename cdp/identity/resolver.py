@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, insert, select, update
 from sqlalchemy.orm import Session
 
+from cdp.db.bulk import insert_rows, next_ids, update_rows
+from cdp.db.engine import json_loads
 from cdp.db.models import Identifier, IdentityEdge, Profile, new_id
 from cdp.db.pairs import pairs_in
 from cdp.identity import facts
@@ -53,6 +55,7 @@ Key = tuple[str, str]
 LOOKUP_CHUNK = 400
 # Core tables for executemany UPDATEs (the ORM's bulk-update mode wants primary-key names).
 IDENTIFIERS, PROFILES = Identifier.__table__, Profile.__table__
+EDGES = IdentityEdge.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +93,30 @@ class _Id:
 class _Profile:
     id: str
     created_at: datetime
-    traits: dict[str, Any]
-    sources: dict[str, Any]
+    stored: tuple[str, str] | None
+    """The stored traits and trait sources as JSON text, until first used: most events (a track
+    from a known user) never touch them, and decoding every loaded profile's costs more than
+    reading it."""
+    decoded: tuple[dict[str, Any], dict[str, Any]] | None = None
     ids: list[_Id] = field(default_factory=list)
     new: bool = False
     complete: bool = True
     """Whether `ids` holds all of the profile's identifiers (loaded only when limits need them)."""
+
+    @property
+    def traits(self) -> dict[str, Any]:
+        return self._decoded()[0]
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        return self._decoded()[1]
+
+    def _decoded(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.decoded is None:
+            assert self.stored is not None
+            self.decoded = (json_loads(self.stored[0]), json_loads(self.stored[1]))
+            self.stored = None
+        return self.decoded
 
 
 class Resolver:
@@ -208,14 +229,17 @@ class Resolver:
         if len(profiles) == 1 and not adding:
             return True
         self._complete({p.id for p in profiles if not p.complete})
-        seen_by_type: dict[str, list[datetime]] = defaultdict(list)
-        for profile in profiles:
-            for ident in profile.ids:
-                seen_by_type[ident.key[0]].append(ident.seen)
         adding_by_type: dict[str, int] = defaultdict(int)
         for type_name, _ in adding:
             adding_by_type[type_name] += 1
-        changed = set(adding_by_type) | (set(seen_by_type) if len(profiles) > 1 else set())
+        # Only the types that change are checked: those added to, and on a merge every type.
+        merging = len(profiles) > 1
+        seen_by_type: dict[str, list[datetime]] = defaultdict(list)
+        for profile in profiles:
+            for ident in profile.ids:
+                if merging or ident.key[0] in adding_by_type:
+                    seen_by_type[ident.key[0]].append(ident.seen)
+        changed = set(adding_by_type) | set(seen_by_type)
         return not any(
             self.rules.over_limit(t, seen_by_type[t], self.now, adding_by_type[t]) for t in changed
         )
@@ -227,7 +251,7 @@ class Resolver:
         return kept or keys[:1]
 
     def _create(self, event: StoredEvent, keys: list[Key]) -> _Profile:
-        profile = _Profile(new_id(), event.timestamp, {}, {}, new=True)
+        profile = _Profile(new_id(), event.timestamp, None, ({}, {}), new=True)
         self.profiles[profile.id] = profile
         self.new_profiles[profile.id] = profile
         per_type: dict[str, int] = defaultdict(int)
@@ -346,17 +370,13 @@ class Resolver:
                 select(
                     PROFILES.c.id,
                     PROFILES.c.created_at,
-                    PROFILES.c.traits,
-                    PROFILES.c.trait_sources,
+                    cast(PROFILES.c.traits, Text).label("traits"),
+                    cast(PROFILES.c.trait_sources, Text).label("trait_sources"),
                 ).where(PROFILES.c.id.in_(profile_ids[start : start + LOOKUP_CHUNK]))
             ):
                 self.loaded.add(row.id)
                 self.profiles[row.id] = _Profile(
-                    row.id,
-                    row.created_at,
-                    dict(row.traits),
-                    dict(row.trait_sources),
-                    complete=False,
+                    row.id, row.created_at, (row.traits, row.trait_sources), complete=False
                 )
         for ident in found:
             self.ids[ident.key] = ident
@@ -392,42 +412,34 @@ class Resolver:
         """Write everything the chunk decided, one statement per table where it can."""
         s = self.conn
         if self.new_profiles:
-            s.execute(
-                insert(PROFILES),
+            insert_rows(
+                s,
+                PROFILES,
+                ("id", "traits", "trait_sources", "created_at", "updated_at"),
                 [
-                    {
-                        "id": p.id,
-                        "traits": p.traits,
-                        "trait_sources": p.sources,
-                        "created_at": p.created_at,
-                        "updated_at": self.now,
-                    }
+                    (p.id, p.traits, p.sources, p.created_at, self.now)
                     for p in self.new_profiles.values()
                 ],
             )
             self.dirty -= self.new_profiles.keys()
         self._insert_identifiers(s)
         if self.edges:
-            s.execute(
-                insert(IdentityEdge.__table__),
+            insert_rows(
+                s,
+                EDGES,
+                ("a_id", "b_id", "source", "event_id", "rule", "created_at"),
                 [
-                    {
-                        "a_id": self.ids[a].id,
-                        "b_id": self.ids[b].id,
-                        "source": source,
-                        "event_id": event_id,
-                        "rule": "seen together",
-                        "created_at": self.now,
-                    }
+                    (self.ids[a].id, self.ids[b].id, source, event_id, "seen together", self.now)
                     for a, b, event_id, source in self.edges
                 ],
             )
         if self.seen:
-            s.execute(
-                update(IDENTIFIERS)
-                .where(IDENTIFIERS.c.id == bindparam("ident_id"))
-                .values(last_seen=bindparam("seen")),
-                [{"ident_id": self.ids[k].id, "seen": at} for k, at in self.seen.items()],
+            update_rows(
+                s,
+                IDENTIFIERS,
+                ("last_seen",),
+                "id",
+                [(at, self.ids[k].id) for k, at in self.seen.items()],
             )
         if self.merge_rows:
             move_merged(s, {r["merged_id"]: self._final(r["merged_id"]) for r in self.merge_rows})
@@ -438,18 +450,12 @@ class Resolver:
             record_merges(s, self.merge_rows)
         live_dirty = [self.profiles[p] for p in self.dirty if p in self.profiles]
         if live_dirty:
-            s.execute(
-                update(PROFILES)
-                .where(PROFILES.c.id == bindparam("pid"))
-                .values(
-                    traits=bindparam("traits"),
-                    trait_sources=bindparam("sources"),
-                    updated_at=bindparam("now"),
-                ),
-                [
-                    {"pid": p.id, "traits": p.traits, "sources": p.sources, "now": self.now}
-                    for p in live_dirty
-                ],
+            update_rows(
+                s,
+                PROFILES,
+                ("traits", "trait_sources", "updated_at"),
+                "id",
+                [(p.traits, p.sources, self.now, p.id) for p in live_dirty],
             )
         self._flush_consents(s)
         self._flush_groups(s)
@@ -457,30 +463,16 @@ class Resolver:
     def _insert_identifiers(self, s: Connection) -> None:
         if not self.new_ids:
             return
-        s.execute(
-            insert(IDENTIFIERS),
-            [
-                {
-                    "type": i.key[0],
-                    "value": i.key[1],
-                    "profile_id": i.profile_id,
-                    "first_seen": i.seen,
-                    "last_seen": i.seen,
-                }
-                for i in self.new_ids
-            ],
+        for ident, ident_id in zip(
+            self.new_ids, next_ids(s, IDENTIFIERS, len(self.new_ids)), strict=True
+        ):
+            ident.id = ident_id
+        insert_rows(
+            s,
+            IDENTIFIERS,
+            ("id", "type", "value", "profile_id", "first_seen", "last_seen"),
+            [(i.id, *i.key, i.profile_id, i.seen, i.seen) for i in self.new_ids],
         )
-        # Read the ids back by key (RETURNING in order makes SQLite insert row by row).
-        pending = {i.key: i for i in self.new_ids}
-        keys = list(pending)
-        for at in range(0, len(keys), LOOKUP_CHUNK):
-            part = keys[at : at + LOOKUP_CHUNK]
-            for row in s.execute(
-                select(IDENTIFIERS.c.id, IDENTIFIERS.c.type, IDENTIFIERS.c.value).where(
-                    pairs_in(self.dialect, IDENTIFIERS.c.type, IDENTIFIERS.c.value, part)
-                )
-            ):
-                pending[(row.type, row.value)].id = row.id
 
     def _flush_consents(self, s: Connection) -> None:
         latest: dict[tuple[str, str], tuple[str, str, datetime]] = {}

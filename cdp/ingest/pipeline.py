@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cdp.collect.messages import Message
+from cdp.db.bulk import insert_rows, next_ids
 from cdp.db.models import Event, utcnow
 from cdp.db.pairs import pairs_in
 from cdp.identity.merge import lock_identity
@@ -24,6 +25,7 @@ from cdp.runtime import Runtime
 log = logging.getLogger(__name__)
 BACKLOG_CHUNK = 1000
 EVENTS = Event.__table__
+EVENT_COLUMNS = [c.name for c in EVENTS.columns]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ class Pipeline:
                 now = utcnow()
                 for row, outcome in zip(fresh, outcomes, strict=True):
                     row.update(profile_id=outcome.profile_id, processed_at=now, error=outcome.error)
-            session.connection().execute(insert(EVENTS), fresh)
+            _insert_events(session.connection(), fresh)
         fresh_ids = {id(row) for row in fresh}
         return [
             Accepted(r["message_id"], r["id"], r.get("profile_id"))
@@ -151,7 +153,7 @@ def store(session: Session, rows: Sequence[dict[str, Any]]) -> list[int | None]:
     id, or None for a replay. The caller holds the identity lock."""
     fresh = _fresh(session, rows)
     if fresh:
-        session.connection().execute(insert(EVENTS), fresh)
+        _insert_events(session.connection(), fresh)
     return [row.get("id") for row in rows]
 
 
@@ -180,26 +182,14 @@ def _fresh(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, A
         if key not in seen:
             seen.add(key)
             fresh.append(row)
-    for row, event_id in zip(fresh, _next_ids(conn, len(fresh)), strict=True):
+    for row, event_id in zip(fresh, next_ids(conn, EVENTS, len(fresh)), strict=True):
         row["id"] = event_id
     return fresh
 
 
-def _next_ids(conn: Connection, count: int) -> list[int]:
-    if not count:
-        return []
-    if conn.dialect.name == "postgresql":
-        return list(
-            conn.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": count},
-            ).scalars()
-        )
-    first = (conn.execute(select(func.max(EVENTS.c.id))).scalar() or 0) + 1
-    return list(range(first, first + count))
+def _insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    # The hottest statement (one row per event): straight to the driver, see cdp.db.bulk.
+    insert_rows(conn, EVENTS, EVENT_COLUMNS, [[row.get(c) for c in EVENT_COLUMNS] for row in rows])
 
 
 def _mark_processed(session: Session, outcomes: Sequence[Outcome]) -> None:
