@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cdp.cli import keys, plugins, server
+from cdp.cli import keys, plugins, server, sources
 from cdp.errors import CDPError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.command()(server.migrate)
 app.command()(server.demo)
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(keys.app, name="keys")
+app.add_typer(sources.app, name="sources")
 
 
 def main() -> None:
