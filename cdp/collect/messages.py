@@ -19,66 +19,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from cdp.errors import UserError
+from cdp.collect.decoding import _decode, _decode_batch, _text
+from cdp.collect.errors import FieldError, MessageError, _body_error, _Errors
+from cdp.collect.hygiene import _check_json, _json_type, _segment, _Source
+from cdp.collect.limits import (
+    _NOT_HASHED,
+    _OBJECT_FIELDS,
+    MAX_BATCH_BYTES,
+    MAX_DEPTH,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_CHARS,
+    MESSAGE_TYPES,
+)
+from cdp.collect.timestamps import _as_utc, _times, _timestamp
 
-MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
-MAX_DEPTH = 32
-"""Levels of nesting a message may have, counting the message object itself."""
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
-
-MAX_ID_CHARS = 512
-"""userId, anonymousId, groupId, previousId."""
-MAX_NAME_CHARS = 255
-"""messageId, track event names, page/screen names."""
-MAX_FUTURE = timedelta(hours=1)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_TIMESTAMP_CHARS = 64
-"""Longer than any ISO-8601 date-time; bounds the work spent on a hostile string."""
-MAX_SEGMENT_CHARS = 64
-"""Longest key shown in an error's field path."""
-
-_SAFE_SOURCE_BYTES = MAX_MESSAGE_BYTES // 5
-"""A message whose JSON text is no longer cannot re-serialise past MAX_MESSAGE_BYTES: strings and
-integers never grow, and a float at most 4.5-fold (`1e15` becomes `1000000000000000.0`)."""
-_SUSPECT_ESCAPES = ("\\u0000", "\\ud", "\\uD")
-"""Only these escapes can put a NUL or an unpaired surrogate in decoded text."""
-_TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
-_OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
-_NOT_HASHED = ("sentAt", "messageId", "writeKey", "type")
-"""Left out of a derived messageId; the type is hashed as the endpoint or batch decided it."""
-
-
-@dataclass(frozen=True)
-class FieldError:
-    index: int | None
-    """Position in the batch; None for a single-message endpoint or the body itself."""
-    field: str
-    """Dotted path, e.g. `context.consent.categoryPreferences.ads`; `(body)` or `(message)`."""
-    message: str
-
-    def __str__(self) -> str:
-        if self.index is None:
-            return f"{self.field}: {self.message}"
-        if self.field == "(message)":
-            return f"batch[{self.index}]: {self.message}"
-        return f"batch[{self.index}].{self.field}: {self.message}"
-
-
-class MessageError(UserError):
-    """One message, or a whole body, is invalid; `.errors` says where and why."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
+# The public surface of collection parsing; the other cdp.collect modules are its parts.
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "MESSAGE_TYPES",
+    "FieldError",
+    "Message",
+    "MessageError",
+    "derive_message_id",
+    "parse_batch",
+    "parse_message",
+    "parse_single",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +79,6 @@ class Message:
     """`context.consent.categoryPreferences`, else {}."""
     raw: dict[str, Any]
     """The message as received (unknown fields kept, `writeKey` dropped), `messageId` filled in."""
-
-
-class _Errors:
-    """Collects one message's errors so that all of them are reported at once."""
-
-    __slots__ = ("index", "items")
-
-    def __init__(self, index: int | None) -> None:
-        self.index = index
-        self.items: list[FieldError] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.items.append(FieldError(self.index, field, message))
 
 
 # --- bodies ---------------------------------------------------------------------------------
@@ -188,134 +148,6 @@ def _envelope(data: dict[str, Any]) -> tuple[datetime | None, dict[str, Any] | N
     if errors.items:
         raise MessageError(errors.items)
     return sent_at, context
-
-
-def _body_error(message: str, field: str = "(body)") -> MessageError:
-    return MessageError([FieldError(None, field, message)])
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-
-class _Refused(ValueError):
-    """A number the decoder hooks refuse; its message is meant for the client."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number")
-
-
-def _finite_float(literal: str) -> float:
-    # A literal such as 1e400 decodes to infinity, which no JSON encoder will write back.
-    value = float(literal)
-    if math.isinf(value):
-        raise _Refused(f"number {literal[:MAX_SEGMENT_CHARS]} is out of range")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _text(body: bytes, limit: int) -> str:
-    if len(body) > limit:
-        raise _body_error(f"is {len(body)} bytes; the limit is {limit} bytes")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _body_error("is not valid UTF-8") from None
-
-
-def _decode(text: str) -> Any:
-    try:
-        return _DECODER.decode(text)
-    except RecursionError:
-        # The decoder recurses once per level: far past MAX_DEPTH, so refused the same way.
-        raise _body_error(_TOO_DEEP) from None
-    except (json.JSONDecodeError, _Refused) as exc:
-        raise _body_error(f"not valid JSON: {exc}") from None
-    except ValueError:  # int() refuses integers longer than Python's digit limit
-        limit = sys.get_int_max_str_digits()
-        raise _body_error(f"not valid JSON: a number has more than {limit} digits") from None
-
-
-def _decode_batch(text: str) -> tuple[Any, list[tuple[int, int]] | None]:
-    """The decoded body and, when it is a plain object, where each `batch` item's text lies."""
-    try:
-        return _scan_object(text)
-    except RecursionError:
-        raise _body_error(_TOO_DEEP) from None
-    except ValueError:
-        # Decoding the whole text again gives json's own error message (or, were the scanner
-        # wrong about valid JSON, the data, checked by the slower exact path).
-        return _decode(text), None
-
-
-def _scan_object(text: str) -> tuple[dict[str, Any], list[tuple[int, int]] | None]:
-    """Decode a JSON object, keeping the spans of the items of its `batch` array.
-
-    Raises ValueError on anything that is not such an object, or not valid JSON.
-    """
-    data: dict[str, Any] = {}
-    spans: list[tuple[int, int]] | None = None
-    i = _skip(text, 0)
-    if text[i : i + 1] != "{":
-        raise ValueError("not an object")
-    i = _skip(text, i + 1)
-    if text[i : i + 1] == "}":
-        i += 1
-    else:
-        while True:
-            key, i = _DECODER.raw_decode(text, i)
-            i = _skip(text, i)
-            if not isinstance(key, str) or text[i : i + 1] != ":":
-                raise ValueError("expected a key")
-            i = _skip(text, i + 1)
-            if key == "batch" and text[i : i + 1] == "[":
-                value, spans, i = _scan_array(text, i)
-            else:
-                value, i = _DECODER.raw_decode(text, i)
-                spans = None if key == "batch" else spans
-            data[key] = value
-            i = _skip(text, i)
-            char = text[i : i + 1]
-            i = _skip(text, i + 1)
-            if char == "}":
-                break
-            if char != ",":
-                raise ValueError("expected , or }")
-    if _skip(text, i) != len(text):
-        raise ValueError("extra data")
-    return data, spans
-
-
-def _scan_array(text: str, i: int) -> tuple[list[Any], list[tuple[int, int]], int]:
-    """Decode the array at `text[i]` with each item's span; returns the index after it."""
-    items: list[Any] = []
-    spans: list[tuple[int, int]] = []
-    scan = _DECODER.scan_once  # raw_decode without its wrapper: this loop runs per message
-    i = _skip(text, i + 1)
-    if text[i : i + 1] == "]":
-        return items, spans, i + 1
-    while True:
-        try:
-            item, end = scan(text, i)
-        except StopIteration:  # what the scanner raises where no value starts
-            raise ValueError("expected a value") from None
-        items.append(item)
-        spans.append((i, end))
-        i = _skip(text, end)
-        char = text[i : i + 1]
-        i = _skip(text, i + 1)
-        if char == "]":
-            return items, spans, i
-        if char != ",":
-            raise ValueError("expected , or ]")
-
-
-def _skip(text: str, i: int) -> int:
-    match = _WHITESPACE.match(text, i)
-    return match.end() if match else i
 
 
 # --- one message ----------------------------------------------------------------------------
@@ -551,236 +383,3 @@ def _consent(context: dict[str, Any], errors: _Errors) -> dict[str, bool]:
                 f"{field}.{_segment(category)}", f"must be a boolean, not {_json_type(granted)}"
             )
     return dict(prefs) if len(errors.items) == before else {}
-
-
-# --- timestamps -----------------------------------------------------------------------------
-
-
-def _times(
-    obj: dict[str, Any], batch_sent_at: datetime | None, received_at: datetime, errors: _Errors
-) -> tuple[datetime, datetime | None, datetime | None] | None:
-    """(corrected timestamp, client timestamp, sentAt), or None after recording the error."""
-    before = len(errors.items)
-    client = _timestamp(obj, "timestamp", errors)
-    original = _timestamp(obj, "originalTimestamp", errors)
-    sent_at = _timestamp(obj, "sentAt", errors)
-    if len(errors.items) > before:
-        return None
-    client = client or original
-    sent_at = sent_at or batch_sent_at
-    corrected = _correct(client, sent_at, received_at)
-    if corrected is None:
-        errors.add("timestamp", "is out of range after correcting for clock skew with sentAt")
-    elif corrected > received_at + MAX_FUTURE:
-        errors.add("timestamp", "is more than 1 hour after the time it was received (far-future)")
-    elif corrected < EARLIEST:
-        errors.add("timestamp", "is before 2000-01-01")
-    else:
-        return corrected, client, sent_at
-    return None
-
-
-def _correct(
-    client: datetime | None, sent_at: datetime | None, received_at: datetime
-) -> datetime | None:
-    """Segment's clock-skew correction: the client's clock is trusted for intervals only.
-
-    timestamp = receivedAt - (sentAt - clientTimestamp); None when that is out of range.
-    """
-    if client is None:
-        return received_at
-    if sent_at is None:
-        return client
-    try:
-        return received_at - (sent_at - client)
-    except OverflowError:
-        return None
-
-
-def _timestamp(obj: dict[str, Any], key: str, errors: _Errors) -> datetime | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        errors.add(key, f"must be an ISO-8601 date-time string, not {_json_type(value)}")
-        return None
-    parsed = _parse_iso(value)
-    if parsed is None:
-        errors.add(key, "is not an ISO-8601 date-time")
-    return parsed
-
-
-def _parse_iso(value: str) -> datetime | None:
-    """An ISO-8601 string as tz-aware UTC; naive means UTC. None when it is not one."""
-    if len(value) > MAX_TIMESTAMP_CHARS:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: e.g. year 1 with a positive offset
-        return None
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware")
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-
-
-# --- JSON hygiene ---------------------------------------------------------------------------
-
-
-class _Source:
-    """A body's decoded text, so that each message can be vetted on its own slice of it."""
-
-    __slots__ = ("ascii", "spans", "suspect", "text")
-
-    def __init__(self, text: str, spans: list[tuple[int, int]] | None) -> None:
-        self.text = text
-        self.spans = spans
-        self.ascii = text.isascii()
-        # A one-byte search first: most bodies hold no escape at all.
-        self.suspect = "\\" in text and any(e in text for e in _SUSPECT_ESCAPES)
-
-    def vetted(self, item: Any, index: int) -> bool:
-        """Whether `item` is an object whose text rules out what `_check_json` looks for.
-
-        Those checks re-serialise the message; this only looks at its text.
-        """
-        if self.spans is None or not isinstance(item, dict):
-            return False
-        start, end = self.spans[index]
-        text = self.text
-        size = end - start if self.ascii else len(text[start:end].encode())
-        return (
-            size <= _SAFE_SOURCE_BYTES
-            # Depth is at most the number of containers.
-            and text.count("{", start, end) + text.count("[", start, end) <= MAX_DEPTH
-            and not (self.suspect and any(text.find(e, start, end) >= 0 for e in _SUSPECT_ESCAPES))
-        )
-
-
-def _check_json(value: Any, errors: _Errors, field: str, level: int = 1) -> None:
-    """Size, depth and contents the store cannot hold, measured on the compact re-serialisation.
-
-    `level` is where `value` sits in a message: 1 for the message itself.
-    """
-    whole = field or "(message)"
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except RecursionError:
-        errors.add(whole, _TOO_DEEP)
-        return
-    except ValueError:  # NaN or infinity: only from callers whose floats were not decoded here
-        errors.add(_where(value, _is_nonfinite, field), "is a number out of range")
-        return
-    except TypeError:  # only reachable by callers passing objects that did not come from JSON
-        errors.add(whole, "holds a value that is not JSON")
-        return
-    if text.isascii():
-        size = len(text)
-    else:
-        try:
-            size = len(text.encode())
-        except UnicodeEncodeError:
-            errors.add(_where(value, _has_surrogate, field), "contains an unpaired surrogate")
-            return
-    if size > MAX_MESSAGE_BYTES:
-        errors.add(whole, f"is {size} bytes as JSON; the limit is {MAX_MESSAGE_BYTES} bytes")
-    if "\\u0000" in text and (path := _find(value, _has_nul)) is not None:
-        errors.add(_join(field, path) or whole, "contains a NUL character")
-    # Depth is at most the number of containers, so most messages skip the walk.
-    if text.count("{") + text.count("[") + level - 1 > MAX_DEPTH:
-        top = _too_deep(value, level)
-        if top is not None:
-            errors.add(_join(field, top) or whole, _TOO_DEEP)
-
-
-def _too_deep(value: Any, level: int) -> str | None:
-    """The top-level key under which `value`, at `level`, nests past MAX_DEPTH, or None."""
-    stack: list[tuple[Any, int, str]] = [(value, level, "")]
-    while stack:
-        node, depth, top = stack.pop()
-        if depth > MAX_DEPTH:
-            return top
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in items:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1, top or _segment(key)))
-    return None
-
-
-def _where(value: Any, bad: Callable[[Any], bool], field: str) -> str:
-    return _join(field, _find(value, bad) or "") or field or "(message)"
-
-
-def _find(value: Any, bad: Callable[[Any], bool]) -> str | None:
-    """The path of the first key or value for which `bad` holds, or None."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            for key, child in node.items():
-                sub = _join(path, _segment(key))
-                if bad(key):
-                    return sub
-                stack.append((child, sub))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
-        elif bad(node):
-            return path
-    return None
-
-
-def _is_nonfinite(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-def _has_surrogate(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _has_nul(value: Any) -> bool:
-    return isinstance(value, str) and "\x00" in value
-
-
-def _segment(key: Any) -> str:
-    """A key as shown in an error: printable, short, safe to encode (it may be the culprit)."""
-    text = str(key)
-    if not text.isprintable():
-        text = json.dumps(text)[1:-1]
-    if len(text) > MAX_SEGMENT_CHARS:
-        text = text[:MAX_SEGMENT_CHARS] + "…"
-    return text
-
-
-def _join(path: str, key: str) -> str:
-    if not path:
-        return key
-    if not key:
-        return path
-    return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

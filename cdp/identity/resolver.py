@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, insert, select, update
+from sqlalchemy import Connection, Text, cast, select
 from sqlalchemy.orm import Session
 
 from cdp.db.bulk import insert_rows, next_ids, update_rows
@@ -46,8 +46,9 @@ from cdp.db.models import Identifier, IdentityEdge, Profile, new_id
 from cdp.db.pairs import pairs_in
 from cdp.identity import facts
 from cdp.identity import traits as trait_rules
-from cdp.identity.merge import CONSENTS, GROUPS, move_merged, record_merges
+from cdp.identity.merge import move_merged, record_merges
 from cdp.identity.rules import InvalidIdentifier, Rules
+from cdp.identity.upserts import upsert_consents, upsert_groups
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ LOOKUP_CHUNK = 400
 # Core tables for executemany UPDATEs (the ORM's bulk-update mode wants primary-key names).
 IDENTIFIERS, PROFILES = Identifier.__table__, Profile.__table__
 EDGES = IdentityEdge.__table__
+
+
+IDENTIFIER_ROWS = select(
+    IDENTIFIERS.c.id,
+    IDENTIFIERS.c.type,
+    IDENTIFIERS.c.value,
+    IDENTIFIERS.c.profile_id,
+    IDENTIFIERS.c.last_seen,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,13 +365,9 @@ class Resolver:
             found.extend(
                 _Id((row.type, row.value), row.profile_id, row.last_seen, row.id)
                 for row in self.conn.execute(
-                    select(
-                        IDENTIFIERS.c.id,
-                        IDENTIFIERS.c.type,
-                        IDENTIFIERS.c.value,
-                        IDENTIFIERS.c.profile_id,
-                        IDENTIFIERS.c.last_seen,
-                    ).where(pairs_in(self.dialect, IDENTIFIERS.c.type, IDENTIFIERS.c.value, part))
+                    IDENTIFIER_ROWS.where(
+                        pairs_in(self.dialect, IDENTIFIERS.c.type, IDENTIFIERS.c.value, part)
+                    )
                 )
             )
         profile_ids = sorted({i.profile_id for i in found} - self.profiles.keys())
@@ -387,13 +393,9 @@ class Resolver:
         wanted = sorted(p for p in profile_ids if not self.profiles[p].complete)
         for start in range(0, len(wanted), LOOKUP_CHUNK):
             for row in self.conn.execute(
-                select(
-                    IDENTIFIERS.c.id,
-                    IDENTIFIERS.c.type,
-                    IDENTIFIERS.c.value,
-                    IDENTIFIERS.c.profile_id,
-                    IDENTIFIERS.c.last_seen,
-                ).where(IDENTIFIERS.c.profile_id.in_(wanted[start : start + LOOKUP_CHUNK]))
+                IDENTIFIER_ROWS.where(
+                    IDENTIFIERS.c.profile_id.in_(wanted[start : start + LOOKUP_CHUNK])
+                )
             ):
                 key = (row.type, row.value)
                 if key not in self.ids:
@@ -480,57 +482,7 @@ class Resolver:
             key = (self._final(profile_id) or profile_id, purpose)
             if key not in latest or latest[key][2] <= value[2]:
                 latest[key] = value
-        if not latest:
-            return
-        existing = {
-            (r.profile_id, r.purpose): r.updated_at
-            for r in s.execute(
-                select(CONSENTS.c.profile_id, CONSENTS.c.purpose, CONSENTS.c.updated_at).where(
-                    CONSENTS.c.profile_id.in_({p for p, _ in latest}), CONSENTS.c.channel == "*"
-                )
-            )
-        }
-        fresh, changed = [], []
-        for (profile_id, purpose), (status, source, at) in latest.items():
-            row = {
-                "pid": profile_id,
-                "b_purpose": purpose,
-                "b_channel": "*",
-                "b_status": status,
-                "b_source": source,
-                "at": at,
-            }
-            if (profile_id, purpose) not in existing:
-                fresh.append(row)
-            elif existing[(profile_id, purpose)] <= at:
-                changed.append(row)
-        if fresh:
-            s.execute(
-                insert(CONSENTS).values(
-                    profile_id=bindparam("pid"),
-                    purpose=bindparam("b_purpose"),
-                    channel=bindparam("b_channel"),
-                    status=bindparam("b_status"),
-                    source=bindparam("b_source"),
-                    updated_at=bindparam("at"),
-                ),
-                fresh,
-            )
-        if changed:
-            s.execute(
-                update(CONSENTS)
-                .where(
-                    CONSENTS.c.profile_id == bindparam("pid"),
-                    CONSENTS.c.purpose == bindparam("b_purpose"),
-                    CONSENTS.c.channel == bindparam("b_channel"),
-                )
-                .values(
-                    status=bindparam("b_status"),
-                    source=bindparam("b_source"),
-                    updated_at=bindparam("at"),
-                ),
-                changed,
-            )
+        upsert_consents(s, latest)
 
     def _flush_groups(self, s: Connection) -> None:
         latest: dict[tuple[str, str], tuple[dict[str, Any], datetime]] = {}
@@ -538,21 +490,4 @@ class Resolver:
             key = (self._final(profile_id) or profile_id, group_id)
             old = latest.get(key)
             latest[key] = ({**old[0], **traits}, max(at, old[1])) if old else (traits, at)
-        for (profile_id, group_id), (traits, at) in latest.items():
-            row = s.execute(
-                select(GROUPS.c.traits, GROUPS.c.updated_at).where(
-                    GROUPS.c.profile_id == profile_id, GROUPS.c.group_id == group_id
-                )
-            ).first()
-            if row is None:
-                s.execute(
-                    insert(GROUPS).values(
-                        profile_id=profile_id, group_id=group_id, traits=traits, updated_at=at
-                    )
-                )
-            elif row.updated_at <= at:
-                s.execute(
-                    update(GROUPS)
-                    .where(GROUPS.c.profile_id == profile_id, GROUPS.c.group_id == group_id)
-                    .values(traits={**row.traits, **traits}, updated_at=at)
-                )
+        upsert_groups(s, latest)
