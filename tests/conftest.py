@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
@@ -115,6 +115,14 @@ def empty_database_url(
     url = postgres.create()
     yield url
     postgres.drop(url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A plain engine on the test database, for tests that check what was stored."""
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
 
 
 def make_config(url: str, **overrides: object) -> Config:

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,6 @@ from servers import (
 )
 from sqlalchemy import Engine, select
 
-from cdp.db.engine import make_engine
 from cdp.db.models import Event, Merge, Profile
 from cdp.identity.rules import Rules
 
@@ -195,13 +193,6 @@ def assert_people_resolved(engine: Engine, sent: dict[str, int], rounds: int) ->
             survivor = merged[survivor]
         assert survivor == final, m
     return len(merges)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 # --- through HTTP: three `cdp serve` processes ------------------------------------------------

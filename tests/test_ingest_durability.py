@@ -15,7 +15,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from servers import (
     CdpServer,
     create_collect_key,
@@ -38,7 +36,6 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from cdp.collect.messages import parse_batch
-from cdp.db.engine import make_engine
 from cdp.db.models import Event, Merge
 from cdp.ingest.pipeline import event_row, store
 
@@ -225,13 +222,6 @@ def assert_each_user_is_one_profile(engine: Engine, users: set[int]) -> None:
         r for r in rows if profile_of_user[user_of(r.user_id, r.anonymous_id)] != r.profile_id
     ]
     assert not misplaced, f"{len(misplaced)} events not on their user's profile: {misplaced[:3]}"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 # --- tests ----------------------------------------------------------------------------------------
