@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -29,3 +30,8 @@ def open_runtime(config: Config | Path | None, check_schema: bool = True) -> Run
     if not isinstance(config, Config):
         config = load_config(config)
     return Runtime.start(config, check_schema=check_schema)
+
+
+def config_file(config: Path | None) -> str:
+    """The file config errors should name."""
+    return str(config or os.environ.get("CDP_CONFIG", "cdp.toml"))

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from cdp import keys
-from cdp.cli.common import ConfigOption, console, open_runtime
+from cdp.cli.common import ConfigOption, config_file, console, open_runtime
 from cdp.config import Config, load_config
 from cdp.db.engine import make_engine
 from cdp.db.migrate import current_revision, upgrade
 from cdp.demo import load_demo
 from cdp.logs import configure_logging
+from cdp.sources.spec import load_sources
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to bind [default: server.host]")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on [default: server.port]")]
@@ -20,7 +21,7 @@ PortOption = Annotated[int | None, typer.Option(help="Port to listen on [default
 
 def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption = None) -> None:
     """Run the HTTP server (GraphQL at /graphql, /healthz, /metrics)."""
-    _serve(load_config(config), host, port)
+    _serve(load_config(config), host, port, config_file(config))
 
 
 def migrate(config: ConfigOption = None) -> None:
@@ -73,16 +74,17 @@ def demo(
             f'{{"Authorization": "Bearer {read_key}"}} in its Headers tab',
             highlight=False,
         )
-        _serve(cfg, host, port)
+        _serve(cfg, host, port, config_file(config))
 
 
-def _serve(cfg: Config, host: str | None, port: int | None) -> None:
+def _serve(cfg: Config, host: str | None, port: int | None, file: str) -> None:
     import uvicorn
 
     from cdp.app import create_app
 
     configure_logging()
     runtime = open_runtime(cfg)
+    load_sources(cfg, runtime.plugins, file)  # a bad [[sources]] entry stops the start, named
     uvicorn.run(
         create_app(runtime),
         host=host or cfg.server.host,

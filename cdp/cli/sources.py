@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,18 +20,13 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import select
 
-from cdp.cli.common import ConfigOption, console, open_runtime
+from cdp.cli.common import ConfigOption, config_file, console, open_runtime
 from cdp.db.models import SourceState, utcnow
 from cdp.sources.claim import is_stale
 from cdp.sources.spec import load_sources
 from cdp.sources.sync import SyncProgress, sync_source
 
 app = typer.Typer(help="Import from other systems: list sources, run a sync.", no_args_is_help=True)
-
-
-def config_file(config: Path | None) -> str:
-    """The file config errors should name."""
-    return str(config or os.environ.get("CDP_CONFIG", "cdp.toml"))
 
 
 @app.command("list")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import strawberry
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cdp import profiles
+from cdp.db.models import SourceState
 from cdp.errors import UserError
 from cdp.graphql.context import Info
 from cdp.graphql.permissions import ADMIN, READ
@@ -12,7 +15,9 @@ from cdp.graphql.types.connection import Connection, check_first, connection, de
 from cdp.graphql.types.identifier import IdentifierInput
 from cdp.graphql.types.plugin import Plugin
 from cdp.graphql.types.profile import Profile
+from cdp.graphql.types.source import Source
 from cdp.identity.rules import InvalidIdentifier
+from cdp.sources.spec import load_sources
 
 
 @strawberry.type
@@ -51,6 +56,19 @@ class Query:
         after_id = decode_cursor(after)
         rows = await info.context.read(lambda s: profiles.page_profiles(s, first + 1, after_id))
         return connection([Profile.from_row(r) for r in rows], [r.id for r in rows], first, after)
+
+    @strawberry.field(
+        permission_classes=ADMIN, description="Configured source connectors and their imports."
+    )
+    async def sources(self, info: Info) -> list[Source]:
+        runtime = info.context.runtime
+        configured = load_sources(runtime.config, runtime.plugins)
+
+        def states(session: Session) -> dict[str, SourceState]:
+            return {s.name: s for s in session.scalars(select(SourceState))}
+
+        found = await info.context.read(states)
+        return [Source.build(source, found.get(source.name)) for source in configured]
 
     @strawberry.field(
         permission_classes=ADMIN, description="Installed plugins and what they supply."

@@ -24,6 +24,7 @@ from cdp.config import Config, GraphQLConfig
 from cdp.errors import UserError
 from cdp.graphql.mutations.identity import IdentityMutations
 from cdp.graphql.mutations.ingest import IngestMutations
+from cdp.graphql.mutations.sources import SourceMutations
 from cdp.graphql.query import Query
 
 log = logging.getLogger("cdp.graphql")
@@ -69,7 +70,7 @@ def build_extensions(
 
 
 @strawberry.type
-class Mutation(IngestMutations, IdentityMutations):
+class Mutation(IngestMutations, IdentityMutations, SourceMutations):
     pass
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +29,8 @@ from cdp.sources.claim import Claim, claim_source, release
 from cdp.sources.mapping import MappingError, record_message
 from cdp.sources.records import Positioned, RecordError, SourceRecord
 from cdp.sources.spec import Source, find_source
+
+log = logging.getLogger(__name__)
 
 MAX_RAW_CHARS = 100_000
 """A reject keeps this much of the raw record: enough to see what is wrong with it."""
@@ -75,7 +79,28 @@ def sync_source(
 def run_sync(
     runtime: Runtime, source: Source, progress: ProgressCallback | None = None
 ) -> SyncSummary:
+    return _run_claimed(runtime, source, claim_source(runtime, source.name), progress)
+
+
+def start_sync(runtime: Runtime, source: Source) -> threading.Thread:
+    """Claim the source now (a busy source raises SourceBusy here, to the caller) and import in a
+    background thread; progress and the outcome are on the source's state row."""
     claim = claim_source(runtime, source.name)
+
+    def run() -> None:
+        try:
+            _run_claimed(runtime, source, claim, None)
+        except Exception:
+            log.exception("sync of source %r failed", source.name)
+
+    thread = threading.Thread(target=run, name=f"sync-{source.name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_claimed(
+    runtime: Runtime, source: Source, claim: Claim, progress: ProgressCallback | None
+) -> SyncSummary:
     try:
         summary = _import(runtime, source, claim, progress)
     except BaseException as exc:
