@@ -259,3 +259,33 @@ def test_failed_resolution_leaves_events_for_the_backlog(runtime, monkeypatch):
     assert events["Poison"].error == "ValueError: cannot apply this one"
     assert events["Poison"].processed_at is not None
     assert Pipeline(runtime).process_backlog() == 0
+
+
+def test_hooks_name_the_final_survivor_when_merges_chain_in_one_chunk(config):
+    from datetime import timedelta as _td
+
+    merged = []
+    observer = types.SimpleNamespace(
+        profiles_merged=hookimpl(
+            lambda survivor_id, merged_ids, reason: merged.append((survivor_id, tuple(merged_ids)))
+        ),
+    )
+    runtime = Runtime.start(config, extra_plugins=[("observer", observer)])
+    try:
+        send(runtime, msg("identify", at=T0 + _td(days=2), userId="u1"))
+        stored = owner(runtime, "user_id", "u1")
+        # One chunk: an older anonymous visitor (new profile N) absorbs the stored u1 profile
+        # (N is older by event time), then N is folded into a still older e-mail profile M.
+        send(
+            runtime,
+            msg("page", at=T0, anonymousId="a-old", context={"traits": {"email": "m@x.io"}}),
+            msg("page", at=T0 + _td(days=1), anonymousId="a1"),
+            msg("identify", at=T0 + _td(days=3), userId="u1", anonymousId="a1"),
+            msg("identify", at=T0 + _td(days=4), anonymousId="a1", traits={"email": "m@x.io"}),
+        )
+        final = owner(runtime, "user_id", "u1")
+    finally:
+        runtime.close()
+    assert final == owner(runtime, "email", "m@x.io")
+    assert merged and all(survivor == final for survivor, _ in merged)
+    assert any(stored in ids for _, ids in merged)  # the stored profile's merge was heard

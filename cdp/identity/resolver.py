@@ -188,6 +188,11 @@ class Resolver:
             results.append(outcome)
         for outcome in results:  # events applied before a later merge in this chunk
             outcome.profile_id = self._final(outcome.profile_id)
+        # A survivor made in this chunk may itself have been folded into another since.
+        self.merges = [
+            MergeRecord(self._final(m.survivor_id) or m.survivor_id, m.merged_ids, m.reason)
+            for m in self.merges
+        ]
         self._flush()
         return results
 
