@@ -15,6 +15,7 @@ from cdp.health import healthz
 from cdp.ingest.writer import Writer
 from cdp.metrics import Metrics, MetricsMiddleware
 from cdp.runtime import Runtime
+from cdp.sources.webhook import webhook_routes
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -24,6 +25,7 @@ def create_app(runtime: Runtime) -> Starlette:
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         *collection_routes(runtime, writer),
+        *webhook_routes(runtime, writer),
         Route("/healthz", healthz(runtime), methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]

@@ -53,6 +53,20 @@ class SourceConnector(Component):
         store once it is committed."""
 
 
+class PushReceiver(ABC):
+    """A source that systems push records to (`POST /sources/{name}/webhook`), mixed into a
+    `SourceConnector`. The core maps, validates and ingests what `receive` returns, exactly as it
+    does records that a sync reads."""
+
+    @abstractmethod
+    def receive(
+        self, headers: Mapping[str, str], body: bytes, now: float
+    ) -> Sequence[Mapping[str, Any]]:
+        """Verify one pushed request and decode it into records. Raise `cdp.errors.Unauthorized`
+        to refuse its sender, `cdp.errors.UserError` for a body that cannot be read; the message
+        is sent back. `now` is the server's time (seconds since the epoch)."""
+
+
 # --- enrichment models ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,12 @@ class NotFoundError(UserError):
     code = "NOT_FOUND"
 
 
+class Unauthorized(UserError):
+    """The caller could not be authenticated (a missing or wrong key or signature)."""
+
+    code = "UNAUTHENTICATED"
+
+
 class ConfigError(CDPError):
     """The config is wrong; the message names the file (or variable), the key and the fault."""
 

@@ -53,7 +53,7 @@ ALIASES = {
 }
 
 
-class _Refused(Exception):
+class Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self.response = JSONResponse(
             {"success": False, "errors": [{"index": None, "field": None, "message": message}]},
@@ -67,13 +67,13 @@ def collection_routes(runtime: Runtime, writer: Writer) -> list[Mount]:
         kind = request.path_params["kind"]
         kind = ALIASES.get(kind, kind)
         if kind != "batch" and kind not in MESSAGE_TYPES:
-            return _Refused(404, f"unknown endpoint /v1/{kind}").response
+            return Refused(404, f"unknown endpoint /v1/{kind}").response
         received_at = datetime.now(UTC)
         limit = MAX_BATCH_BYTES if kind == "batch" else MAX_MESSAGE_BYTES
         try:
-            body = await _read_body(request, limit)
+            body = await read_body(request, limit)
             principal = await _principal(runtime, request, body)
-        except _Refused as refused:
+        except Refused as refused:
             return refused.response
         try:
             if kind == "batch":
@@ -86,7 +86,7 @@ def collection_routes(runtime: Runtime, writer: Writer) -> list[Mount]:
             accepted = await writer.submit(messages, principal.name) if messages else []
         except Exception:
             log.exception("could not store %d messages", len(messages))
-            return _Refused(503, "the events could not be stored; retry").response
+            return Refused(503, "the events could not be stored; retry").response
         duplicates = sum(1 for a in accepted if a.event_id is None)
         return _result(len(accepted) - duplicates, duplicates, errors)
 
@@ -112,23 +112,23 @@ def _result(accepted: int, duplicates: int, errors: list[FieldError]) -> JSONRes
     return JSONResponse(body, status_code=400 if errors else 200)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused past `limit` bytes (after gzip/deflate decoding) without reading more."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _Refused(413, f"request body over the {limit // 1024} KB limit")
+        raise Refused(413, f"request body over the {limit // 1024} KB limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _Refused(413, f"request body over the {limit // 1024} KB limit")
+            raise Refused(413, f"request body over the {limit // 1024} KB limit")
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding in ("gzip", "deflate"):
         body = _decode(body, encoding, limit)
     elif encoding != "identity":
-        raise _Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+        raise Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     return body
 
 
@@ -142,22 +142,22 @@ def _decode(data: bytes, encoding: str, limit: int) -> bytes:
         try:
             out += decoder.decompress(data, limit + 1 - len(out))
         except zlib.error:
-            raise _Refused(400, f"body is not valid {encoding} data") from None
+            raise Refused(400, f"body is not valid {encoding} data") from None
         if len(out) > limit or decoder.unconsumed_tail:
-            raise _Refused(413, f"decoded request body over the {limit // 1024} KB limit")
+            raise Refused(413, f"decoded request body over the {limit // 1024} KB limit")
         if not decoder.eof:
-            raise _Refused(400, f"body is not valid {encoding} data: it ends too early")
+            raise Refused(400, f"body is not valid {encoding} data: it ends too early")
         data = decoder.unused_data
         if not data:
             return bytes(out)
         if encoding != "gzip":
-            raise _Refused(400, f"body is not valid {encoding} data: junk after the end")
+            raise Refused(400, f"body is not valid {encoding} data: junk after the end")
 
 
 async def _principal(runtime: Runtime, request: Request, body: bytes) -> Principal:
     key = _basic_user(request.headers.get("authorization", "")) or _body_write_key(body)
     if not key:
-        raise _Refused(
+        raise Refused(
             401,
             "missing write key: send a collect key as the HTTP Basic user name",
             {"WWW-Authenticate": 'Basic realm="cdp"'},
@@ -169,11 +169,11 @@ async def _principal(runtime: Runtime, request: Request, body: bytes) -> Princip
 
     principal = await run_in_threadpool(lookup)
     if principal is None:
-        raise _Refused(
+        raise Refused(
             401, "invalid or revoked write key", {"WWW-Authenticate": 'Basic realm="cdp"'}
         )
     if not principal.allows(Scope.COLLECT):
-        raise _Refused(403, "this key cannot send events: it needs the 'collect' scope")
+        raise Refused(403, "this key cannot send events: it needs the 'collect' scope")
     return principal
 
 
