@@ -11,17 +11,13 @@ class UserError(CDPError):
     Every other exception is an internal error: logged in full, masked for clients.
     """
 
-    code = "BAD_REQUEST"
-
 
 class NotFoundError(UserError):
-    code = "NOT_FOUND"
+    """What the caller named does not exist."""
 
 
 class Unauthorized(UserError):
     """The caller could not be authenticated (a missing or wrong key or signature)."""
-
-    code = "UNAUTHENTICATED"
 
 
 class ConfigError(CDPError):

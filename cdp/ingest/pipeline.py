@@ -115,6 +115,14 @@ class Pipeline:
         A chunk that fails is retried event by event, so one bad event is marked with its error
         and does not hold up the others.
         """
+        # Most calls find nothing: look without the identity lock first, so an idle server does
+        # not take the database-wide lock (or SQLite's write lock) every time it checks.
+        with self.runtime.sessions() as session:
+            if (
+                session.scalar(select(Event.id).where(Event.processed_at.is_(None)).limit(1))
+                is None
+            ):
+                return 0
         applied = Applied()
         with self.runtime.writing() as session:
             lock_identity(session)
