@@ -66,6 +66,24 @@ class TraitsConfig(Section):
     source_priority: dict[str, int] = {}
     """Per source (collect key name or connector name): a higher number's values are not
     overwritten by a lower one's, however much newer. Sources not named have priority 0."""
+    types: dict[str, Literal["number", "string", "boolean", "datetime", "list"]] = {}
+    """Declared trait types, for conditions on traits that no profile has yet (dotted paths
+    for nested traits); other traits' types are read off the data."""
+
+
+class SegmentsConfig(Section):
+    sweep_seconds: int = Field(300, ge=1)
+    """How often segments and computed traits with time windows are re-evaluated, so that
+    memberships expire on time without new events."""
+    recompute_seconds: int = Field(3600, ge=60)
+    """How often every segment and computed trait is recomputed in bulk."""
+
+
+class SchedulerConfig(Section):
+    in_server: bool = True
+    """`cdp serve` runs the schedules itself; false when `cdp worker` processes run them."""
+    tick_seconds: float = Field(10.0, gt=0, le=3600)
+    """How often due jobs are looked for: a job starts at most this late."""
 
 
 class Config(Section):
@@ -77,6 +95,8 @@ class Config(Section):
     graphql: GraphQLConfig = GraphQLConfig()
     identity: IdentityConfig = IdentityConfig()
     traits: TraitsConfig = TraitsConfig()
+    segments: SegmentsConfig = SegmentsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     sources: list[ComponentEntry] = []
     channels: list[ComponentEntry] = []
 

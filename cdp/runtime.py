@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cdp.bus import Bus
 from cdp.config import Config
 from cdp.db.engine import make_engine
 from cdp.db.migrate import ensure_current
@@ -27,6 +28,8 @@ class Runtime:
     take the write lock at BEGIN; on PostgreSQL they are ordinary sessions."""
     rules: Rules
     """The identity rules of `config.identity`, compiled once."""
+    bus: Bus = field(default_factory=Bus)
+    """What this process committed, for GraphQL subscriptions."""
 
     @classmethod
     def start(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -127,6 +128,8 @@ class Profile(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     trait_sources: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     """Per trait: {"source", "event_id", "at"}: where its current value came from."""
+    computed_traits: Mapped[dict[str, Any]] = mapped_column(Json, server_default="{}")
+    """Per computed trait key: its current value (see cdp.segments.computed)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -286,3 +289,54 @@ class SourceReject(Base):
     raw: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Segment(Base):
+    """A named audience: a condition tree (cdp.segments.conditions) over profiles."""
+
+    __tablename__ = "segments"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When membership was last recomputed in bulk."""
+
+
+class SegmentMembership(Base):
+    """A profile's membership of a segment: a member while `left_at` is None."""
+
+    __tablename__ = "segment_memberships"
+    __table_args__ = (Index(None, "profile_id"),)
+
+    segment_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ComputedTrait(Base):
+    """An aggregate over each profile's event history, kept on `Profile.computed_traits`."""
+
+    __tablename__ = "computed_traits"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Score(Base):
+    """A model's score or label on a profile (written by enrichers; read by conditions)."""
+
+    __tablename__ = "scores"
+
+    profile_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

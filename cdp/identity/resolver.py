@@ -154,6 +154,9 @@ class Resolver:
         self.dirty: set[str] = set()
         self.consents: dict[tuple[str, str], tuple[str, str, datetime]] = {}
         self.groups: dict[tuple[str, str], tuple[dict[str, Any], datetime]] = {}
+        self.changed: set[str] = set()
+        """After `run`: the profiles whose traits, identifiers or consents the chunk changed,
+        new ones and merge survivors included, and the profiles merged away."""
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -193,6 +196,15 @@ class Resolver:
             MergeRecord(self._final(m.survivor_id) or m.survivor_id, m.merged_ids, m.reason)
             for m in self.merges
         ]
+        touched = (
+            self.new_profiles.keys()
+            | self.dirty
+            | {i.profile_id for i in self.new_ids}
+            | {profile_id for profile_id, _ in self.consents}
+        )
+        self.changed = {self._final(p) or p for p in touched} | {
+            merged for m in self.merges for merged in m.merged_ids
+        }
         self._flush()
         return results
 

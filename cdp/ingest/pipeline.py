@@ -7,7 +7,8 @@ Collection API, GraphQL mutations, source connectors and the demo all come throu
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from cdp.db.pairs import pairs_in
 from cdp.identity.merge import lock_identity
 from cdp.identity.resolver import MergeRecord, Outcome, Resolver, StoredEvent
 from cdp.runtime import Runtime
+from cdp.segments.engine import Evaluator
+from cdp.segments.membership import Change
 
 log = logging.getLogger(__name__)
 BACKLOG_CHUNK = 1000
@@ -42,6 +45,7 @@ class Applied:
 
     events: list[tuple[StoredEvent, Outcome]] = field(default_factory=list)
     merges: list[MergeRecord] = field(default_factory=list)
+    memberships: list[Change] = field(default_factory=list)
 
     def notify(self, runtime: Runtime) -> None:
         for record in self.merges:
@@ -56,6 +60,19 @@ class Applied:
                 runtime.plugins.notify(
                     "event_ingested", event=dict(event.payload), profile_id=outcome.profile_id
                 )
+        notify_memberships(runtime, self.memberships)
+
+
+def notify_memberships(runtime: Runtime, changes: Iterable[Change]) -> None:
+    """Tell plugins and subscribers of committed membership changes."""
+    for change in changes:
+        runtime.plugins.notify(
+            "segment_membership_changed",
+            profile_id=change.profile_id,
+            segment_key=change.segment_key,
+            entered=change.entered,
+        )
+        runtime.bus.publish(f"segment:{change.segment_key}", change)
 
 
 class Pipeline:
@@ -63,6 +80,7 @@ class Pipeline:
         self.runtime = runtime
         self.rules = runtime.rules
         self.priority = runtime.config.traits.source_priority
+        self.evaluator = Evaluator()
 
     def ingest(
         self, session: Session, messages: Sequence[Message], source: str, applied: Applied
@@ -80,9 +98,10 @@ class Pipeline:
             StoredEvent(r["id"], source, r["type"], r["timestamp"], r["payload"]) for r in fresh
         ]
         if stored:
+            changed: set[str] | None = None
             try:
                 with session.begin_nested():
-                    outcomes = self._resolve(session, stored, applied)
+                    outcomes, changed = self._resolve(session, stored, applied)
             except Exception:
                 log.exception(
                     "identity resolution failed for %d events; left for the backlog", len(stored)
@@ -92,6 +111,13 @@ class Pipeline:
                 for row, outcome in zip(fresh, outcomes, strict=True):
                     row.update(profile_id=outcome.profile_id, processed_at=now, error=outcome.error)
             _insert_events(session.connection(), fresh)
+            if changed is not None:
+                self._refresh_segments(
+                    session,
+                    [(r["profile_id"], r["type"], r["name"]) for r in fresh],
+                    changed,
+                    applied,
+                )
         fresh_ids = {id(row) for row in fresh}
         return [
             Accepted(r["message_id"], r["id"], r.get("profile_id"))
@@ -102,12 +128,46 @@ class Pipeline:
 
     def _resolve(
         self, session: Session, stored: Sequence[StoredEvent], applied: Applied
-    ) -> list[Outcome]:
+    ) -> tuple[list[Outcome], set[str]]:
+        """Each event's outcome, and the profiles whose traits, identifiers or consents changed."""
         resolver = Resolver(session, self.rules, self.priority, utcnow())
         outcomes = resolver.run(stored)
         applied.events.extend(zip(stored, outcomes, strict=True))
         applied.merges.extend(resolver.merges)
-        return outcomes
+        return outcomes, resolver.changed
+
+    def _refresh_segments(
+        self,
+        session: Session,
+        events: Iterable[tuple[str | None, str, str | None]],
+        changed: set[str],
+        applied: Applied,
+    ) -> None:
+        """Bring computed traits and memberships of the profiles just touched up to date; a
+        failure is logged and left to the next bulk recompute, never losing the events."""
+        kinds: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+        for profile_id, type_, name in events:
+            if profile_id is not None:
+                kinds[profile_id].add((type_, name))
+        try:
+            with session.begin_nested():
+                applied.memberships.extend(
+                    self.evaluator.refresh(session.connection(), utcnow(), changed, kinds)
+                )
+        except Exception:
+            log.exception("segments could not be updated for %d profiles", len(kinds))
+
+    def _apply_stored(
+        self, session: Session, stored: Sequence[StoredEvent], applied: Applied
+    ) -> None:
+        """Resolve events already in the table (the backlog) and mark them processed."""
+        outcomes, changed = self._resolve(session, stored, applied)
+        _mark_processed(session, outcomes)
+        key = {"track": "event", "page": "name", "screen": "name"}
+        types = {e.id: (e.type, e.payload.get(key.get(e.type, ""))) for e in stored}
+        self._refresh_segments(
+            session, [(o.profile_id, *types[o.event_id]) for o in outcomes], changed, applied
+        )
 
     def process_backlog(self, limit: int = BACKLOG_CHUNK) -> int:
         """Apply stored events that are not processed yet (left by a failure); returns how many.
@@ -137,7 +197,7 @@ class Pipeline:
                 return 0
             try:
                 with session.begin_nested():
-                    _mark_processed(session, self._resolve(session, stored, applied))
+                    self._apply_stored(session, stored, applied)
             except Exception:
                 applied = Applied()
                 for event in stored:
@@ -148,7 +208,7 @@ class Pipeline:
     def _resolve_alone(self, session: Session, event: StoredEvent, applied: Applied) -> None:
         try:
             with session.begin_nested():
-                _mark_processed(session, self._resolve(session, [event], applied))
+                self._apply_stored(session, [event], applied)
         except Exception as exc:
             log.exception("event %s cannot be applied to a profile", event.id)
             row = session.get(Event, event.id)

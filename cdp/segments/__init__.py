@@ -1,0 +1,1 @@
+"""Segments and computed traits: conditions, their SQL, keeping memberships current."""
