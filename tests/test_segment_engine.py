@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from identity_helpers import msg, owner, send
 from sqlalchemy import select
 
 from cdp.db.models import Event, SegmentMembership
@@ -19,7 +20,6 @@ from cdp.segments.compiler import Compiler
 from cdp.segments.conditions import ConditionError
 from cdp.segments.definitions import load
 from cdp.segments.engine import Evaluator
-from identity_helpers import msg, owner, send
 
 NOW = datetime.now(UTC)
 
@@ -126,7 +126,7 @@ def test_segments_of_segments_cascade_and_cycles_are_refused(runtime):
 
     with pytest.raises(ConditionError, match="segments would refer to each other"):
         service.upsert_segment(runtime, "pro", {"segment": "pro_buyer"})
-    with pytest.raises(ConditionError, match="definition.segment: no segment"):
+    with pytest.raises(ConditionError, match=r"definition\.segment: no segment"):
         service.upsert_segment(runtime, "x", {"segment": "missing"})
     with pytest.raises(UserError, match="used by the segments pro_buyer"):
         service.delete_segment(runtime, "pro")
