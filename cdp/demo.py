@@ -14,6 +14,7 @@ from cdp.collect.messages import Message, parse_message
 from cdp.db.models import Identifier
 from cdp.ingest.pipeline import ingest_now
 from cdp.runtime import Runtime
+from cdp.segments import service
 
 FIRST = [
     "Ada",
@@ -90,7 +91,44 @@ def load_demo(runtime: Runtime, profiles: int = 200, seed: int = 7) -> bool:
     messages.sort(key=lambda m: m.timestamp)
     for start in range(0, len(messages), 1000):
         ingest_now(runtime, messages[start : start + 1000], SOURCE)
+    for key, definition in COMPUTED.items():
+        service.upsert_computed(runtime, key, definition)
+    for key, (name, definition) in SEGMENTS.items():
+        service.upsert_segment(runtime, key, definition, name)
     return True
+
+
+COMPUTED: dict[str, dict[str, Any]] = {
+    "orders": {"aggregate": "count", "event": "Order Completed"},
+    "spend_90d": {
+        "aggregate": "sum", "event": "Order Completed", "property": "total", "within": "90d",
+    },
+    "favourite_category": {
+        "aggregate": "most_frequent", "event": "Product Viewed", "property": "category",
+    },
+}  # fmt: skip
+SEGMENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "repeat_buyers": (
+        "Repeat buyers",
+        {"event": "Order Completed", "within": "90d", "count": {"op": ">=", "value": 2}},
+    ),
+    "big_spenders": ("Big spenders", {"computed": "spend_90d", "op": ">=", "value": 150}),
+    "marketable": (
+        "Agreed to marketing",
+        {"consent": "marketing", "op": "=", "value": "granted"},
+    ),
+    "pro_window_shoppers": (
+        "Pro plan, viewing but not buying",
+        {
+            "and": [
+                {"trait": "plan", "op": "=", "value": "pro"},
+                {"event": "Product Viewed", "within": "30d"},
+                {"not": {"event": "Order Completed", "within": "30d"}},
+            ]
+        },
+    ),
+}
+"""Shown on the demo's profiles; built as an admin would, through the same service."""
 
 
 def _shopper(rng: random.Random, n: int, now: datetime) -> list[Message]:
