@@ -126,7 +126,7 @@ def test_events_spec_and_bad_schedule():
     (source,) = load(entry(type_="jsonl", path="e.jsonl", kind="events", mapping=EVENTS))
     assert source.spec.mapping.event == "Order Completed"
     assert error(entry(path="a.csv", schedule="hourly")).startswith(
-        "cdp.toml: sources[0].schedule: String should match pattern"
+        "cdp.toml: sources[0].schedule: 'hourly' is not a schedule"
     )
 
 
@@ -148,11 +148,14 @@ def test_the_examples_in_the_docs_are_valid(tmp_path):
 
     text = (Path(__file__).parent.parent / "docs" / "sources.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 5
     names = []
     for number, block in enumerate(blocks):
         file = tmp_path / f"example{number}.toml"
         file.write_text(block, encoding="utf-8")
-        environ = {"SHOP_WEBHOOK_SECRET": "from-the-environment"}
+        environ = {
+            "SHOP_WEBHOOK_SECRET": "from-the-environment",
+            "CRM_DATABASE_URL": "postgresql+psycopg://reader:pw@db.internal/crm",
+        }
         names += [source.name for source in load_sources(load_config(file, environ), HOST)]
-    assert names == ["crm", "orders", "shop"]
+    assert names == ["crm", "orders", "shop", "customers", "paid_orders"]

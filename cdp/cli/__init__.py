@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cdp.cli import keys, plugins, server, sources
+from cdp.cli import keys, plugins, server, sources, worker
 from cdp.errors import CDPError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.command()(server.serve)
 app.command()(server.migrate)
 app.command()(server.demo)
+app.command()(worker.worker)
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(keys.app, name="keys")
 app.add_typer(sources.app, name="sources")

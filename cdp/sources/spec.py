@@ -12,23 +12,22 @@ So a connector's `Options` must not use a core key's name; it never sees them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from cdp.components import SourceConnector
 from cdp.config import ComponentEntry, Config
 from cdp.errors import ConfigError
 from cdp.plugins import PluginHost
+from cdp.scheduler import Schedule
 
 CORE_KEYS = ("kind", "mapping", "schedule")
 FieldName = Annotated[str, Field(min_length=1)]
-_SCHEDULE = re.compile(r"^every (\d+) ?(s|m|h|d)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class MappingSpec(BaseModel):
@@ -59,15 +58,24 @@ class SourceSpec(BaseModel):
     type: str
     kind: Literal["profiles", "events"]
     mapping: MappingSpec
-    schedule: str | None = Field(None, pattern=_SCHEDULE.pattern)
-    """How often the worker syncs, e.g. "every 1h"; `cdp sources sync` runs regardless."""
+    schedule: str | None = None
+    """When the scheduler syncs: "every 1h", or cron fields in UTC ("0 3 * * *");
+    `cdp sources sync` runs regardless."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Schedule.parse(value)
+            except ValueError as exc:  # a custom error: no "Value error, " prefix
+                raise PydanticCustomError("schedule", "{reason}", {"reason": str(exc)}) from None
+        return value
 
     @property
     def interval(self) -> timedelta | None:
-        match = _SCHEDULE.match(self.schedule or "")
-        if match is None:
-            return None
-        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        """The interval of an "every …" schedule; None for cron or no schedule."""
+        return Schedule.parse(self.schedule).interval if self.schedule else None
 
 
 @dataclass(frozen=True)
