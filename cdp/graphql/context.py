@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from cdp.graphql.loaders import Loaders
 from cdp.ingest.writer import Writer
@@ -22,11 +23,14 @@ T = TypeVar("T")
 
 @dataclass
 class Context:
-    request: Request
-    response: Response
+    request: Request | WebSocket
+    response: Response | WebSocket
+    """The sub-response of an HTTP request; the socket itself over WebSocket."""
     runtime: Runtime
     writer: Writer
     principal: Principal | None
+    connection_params: dict[str, Any] | None = None
+    """WebSocket only: the `connection_init` payload (strawberry sets it)."""
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from starlette.responses import Response
 from strawberry.permission import BasePermission
 
 from cdp.keys import Scope
@@ -18,7 +19,8 @@ class _NeedsScope(BasePermission):
         if principal is not None and principal.allows(self.scope):
             return True
         self.message = f"this field needs an API key with the '{self.scope}' scope"
-        info.context.response.status_code = 403
+        if isinstance(info.context.response, Response):  # not over WebSocket
+            info.context.response.status_code = 403
         return False
 
 

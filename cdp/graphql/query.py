@@ -5,18 +5,28 @@ from __future__ import annotations
 import strawberry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
 
 from cdp import profiles
+from cdp.db.models import ComputedTrait as ComputedTraitRow
+from cdp.db.models import Profile as ProfileRow
+from cdp.db.models import Segment as SegmentRow
 from cdp.db.models import SourceState
 from cdp.errors import UserError
 from cdp.graphql.context import Info
 from cdp.graphql.permissions import ADMIN, READ
+from cdp.graphql.types.computed_trait import ComputedTrait
 from cdp.graphql.types.connection import Connection, check_first, connection, decode_cursor
 from cdp.graphql.types.identifier import IdentifierInput
 from cdp.graphql.types.plugin import Plugin
 from cdp.graphql.types.profile import Profile
+from cdp.graphql.types.segment import Segment
+from cdp.graphql.types.segment_preview import SegmentPreview
 from cdp.graphql.types.source import Source
 from cdp.identity.rules import InvalidIdentifier
+from cdp.segments import service
+from cdp.segments.definitions import KEY
 from cdp.sources.spec import load_sources
 
 
@@ -76,3 +86,45 @@ class Query:
     def plugins(self, info: Info) -> list[Plugin]:
         host = info.context.runtime.plugins
         return [Plugin.from_info(p) for p in sorted(host.plugins.values(), key=lambda p: p.name)]
+
+    @strawberry.field(permission_classes=READ, description="Every segment, by key.")
+    async def segments(self, info: Info) -> list[Segment]:
+        rows = await info.context.read(
+            lambda s: list(s.scalars(select(SegmentRow).order_by(SegmentRow.key)))
+        )
+        return [Segment.from_row(row) for row in rows]
+
+    @strawberry.field(permission_classes=READ, description="A segment by key.")
+    async def segment(self, info: Info, key: str) -> Segment | None:
+        if not KEY.match(key):  # no segment can have it
+            return None
+        row = await info.context.read(lambda s: s.get(SegmentRow, key))
+        return Segment.from_row(row) if row else None
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="The size and a sample of the profiles a segment definition selects now, "
+        "without saving anything.",
+    )
+    async def preview_segment(
+        self, info: Info, definition: JSON, sample: int = 10
+    ) -> SegmentPreview:
+        runtime = info.context.runtime
+
+        def run() -> SegmentPreview:
+            found = service.preview(runtime, definition, sample)
+            with runtime.sessions() as session:
+                rows = session.scalars(select(ProfileRow).where(ProfileRow.id.in_(found.sample)))
+                by_id = {row.id: Profile.from_row(row) for row in rows}
+            return SegmentPreview(
+                size=found.size, sample=[by_id[i] for i in found.sample if i in by_id]
+            )
+
+        return await run_in_threadpool(run)
+
+    @strawberry.field(permission_classes=READ, description="Every computed trait, by key.")
+    async def computed_traits(self, info: Info) -> list[ComputedTrait]:
+        rows = await info.context.read(
+            lambda s: list(s.scalars(select(ComputedTraitRow).order_by(ComputedTraitRow.key)))
+        )
+        return [ComputedTrait.from_row(row) for row in rows]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from starlette.websockets import WebSocket
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -22,10 +23,14 @@ from strawberry.extensions import (
 
 from cdp.config import Config, GraphQLConfig
 from cdp.errors import UserError
+from cdp.graphql.context import Context
+from cdp.graphql.loaders import Loaders
 from cdp.graphql.mutations.identity import IdentityMutations
 from cdp.graphql.mutations.ingest import IngestMutations
+from cdp.graphql.mutations.segments import SegmentMutations
 from cdp.graphql.mutations.sources import SourceMutations
 from cdp.graphql.query import Query
+from cdp.graphql.subscription import Subscription
 
 log = logging.getLogger("cdp.graphql")
 CACHE_SIZE = 512
@@ -49,6 +54,17 @@ class Schema(strawberry.Schema):
                 log.debug("GraphQL client error: %s", error.message)
 
 
+class FreshLoaders(SchemaExtension):
+    """Over WebSocket one context serves every operation of the connection: each operation gets
+    DataLoaders of its own, so that none is answered from another's cached rows."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context) and isinstance(context.request, WebSocket):
+            context.loaders = Loaders(context.read)
+        yield
+
+
 def build_extensions(
     limits: GraphQLConfig, introspection: bool
 ) -> list[Callable[[], SchemaExtension]]:
@@ -66,11 +82,12 @@ def build_extensions(
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error"),
+        FreshLoaders,
     ]
 
 
 @strawberry.type
-class Mutation(IngestMutations, IdentityMutations, SourceMutations):
+class Mutation(IngestMutations, IdentityMutations, SourceMutations, SegmentMutations):
     pass
 
 
@@ -78,6 +95,7 @@ def build_schema(config: Config) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=build_extensions(config.graphql, introspection=config.development),
     )
 

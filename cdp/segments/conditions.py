@@ -196,7 +196,7 @@ def parse_datetime(raw: Any, path: str) -> datetime:
 
 
 def check_name(raw: Any, path: str) -> str:
-    if not isinstance(raw, str) or not _NAME.match(raw) or raw.strip() != raw:
+    if not isinstance(raw, str) or not _NAME.fullmatch(raw) or raw.strip() != raw:
         raise ConditionError(
             path, "expected a name of 1 to 255 characters without quotes, backslashes or controls"
         )

@@ -163,7 +163,7 @@ def observed_trait_type(session: Session, name: str) -> ValueType | None:
 
 
 def check_key(key: str, what: str) -> str:
-    if not KEY.match(key):
+    if not KEY.fullmatch(key):
         raise UserError(f"key: a {what} key is 1 to 128 letters, digits, '_', '.' or '-'")
     return key
 

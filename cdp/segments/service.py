@@ -23,6 +23,7 @@ from cdp.segments.compiler import Compiler
 from cdp.segments.conditions import ConditionError, parse
 from cdp.segments.engine import Evaluator
 from cdp.segments.membership import Change
+from cdp.segments.storable import check_storable
 
 T = TypeVar("T")
 MAX_SAMPLE = 100
@@ -47,6 +48,7 @@ def upsert_segment(
     runtime: Runtime, key: str, definition: Any, name: str | None = None, description: str = ""
 ) -> Segment:
     """Save (validated) and recompute the segment and the segments that refer to it."""
+    check_storable(definition)
 
     def work(session: Session, evaluator: Evaluator) -> tuple[Segment, list[Change]]:
         row = definitions.save_segment(session, runtime.config, key, definition, name, description)
@@ -62,6 +64,7 @@ def delete_segment(runtime: Runtime, key: str) -> None:
 
 def upsert_computed(runtime: Runtime, key: str, definition: Any) -> ComputedTrait:
     """Save (validated), recompute its values, then the segments that read it."""
+    check_storable(definition)
 
     def work(session: Session, evaluator: Evaluator) -> tuple[ComputedTrait, list[Change]]:
         row = definitions.save_computed(session, key, definition)
@@ -105,6 +108,7 @@ def preview(runtime: Runtime, definition: Any, sample: int = 10) -> Preview:
     """The size and some members of a definition, without saving anything."""
     if not 0 <= sample <= MAX_SAMPLE:
         raise ConditionError("sample", f"between 0 and {MAX_SAMPLE}")
+    check_storable(definition)
     with runtime.sessions() as session:
         condition = parse(definition, definitions.catalog(session, runtime.config))
         defs = definitions.load(session)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -13,6 +14,8 @@ from cdp.graphql.types.consent import Consent
 from cdp.graphql.types.event import Event
 from cdp.graphql.types.identifier import Identifier
 from cdp.graphql.types.merge import MergeRecord
+from cdp.graphql.types.score import Score
+from cdp.graphql.types.segment_membership import SegmentMembership
 from cdp.profiles import EventPage
 
 
@@ -25,6 +28,25 @@ class Profile:
     )
     created_at: datetime
     updated_at: datetime
+    computed: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(
+        description="Each computed trait's value; counts are 0 for a profile with no such events."
+    )
+    async def computed_traits(self, info: Info) -> JSON:
+        counting = await info.context.loaders.counting_traits.load(None)
+        values = {**dict.fromkeys(counting, 0), **self.computed}
+        return dict(sorted(values.items()))
+
+    @strawberry.field(description="The segments the profile is a member of now, by key.")
+    async def segments(self, info: Info) -> list[SegmentMembership]:
+        rows = await info.context.loaders.memberships.load(str(self.id))
+        return [SegmentMembership.from_row(row) for row in rows]
+
+    @strawberry.field(description="Model scores and labels, by name.")
+    async def scores(self, info: Info) -> list[Score]:
+        rows = await info.context.loaders.scores.load(str(self.id))
+        return [Score.from_row(row) for row in rows]
 
     @strawberry.field
     async def identifiers(self, info: Info) -> list[Identifier]:
@@ -64,6 +86,7 @@ class Profile:
             trait_sources=row.trait_sources,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            computed=row.computed_traits or {},
         )
 
 
