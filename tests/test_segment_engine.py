@@ -242,3 +242,19 @@ def test_incremental_and_bulk_evaluation_agree_on_random_data(runtime):
     assert incremental == bulk
     assert any(incremental.values()) and not all(len(m) == 40 for m in incremental.values())
     assert service.recompute(runtime) == []  # nothing left for the bulk pass to fix
+
+
+def test_the_scheduler_runs_the_sweep_and_the_recompute(runtime):
+    from cdp.scheduler import scheduled_jobs
+
+    jobs = {job.name: job for job in scheduled_jobs(runtime)}
+    assert {"segments:sweep", "segments:recompute"} <= jobs.keys()
+    service.upsert_segment(runtime, "recent", {"event": "Login", "within": "7d"})
+    send(runtime, msg("track", NOW - timedelta(days=6), userId="ada", event="Login"))
+    assert members(runtime, "recent") == {person(runtime, "ada")}
+    # Not due at start: one interval after it (sweep) or after the last bulk recompute.
+    for job in jobs.values():
+        assert job.next_due(job.last_run(), NOW) > NOW  # type: ignore[misc]
+    jobs["segments:recompute"].run(None)  # type: ignore[arg-type]
+    jobs["segments:sweep"].run(None)  # type: ignore[arg-type]
+    assert members(runtime, "recent") == {person(runtime, "ada")}  # still in its window
