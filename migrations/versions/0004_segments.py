@@ -21,9 +21,7 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     # Existing profiles get an empty object, so no reader ever sees NULL.
     with op.batch_alter_table("profiles") as batch:
-        batch.add_column(
-            sa.Column("computed_traits", JSON, server_default="{}", nullable=False)
-        )
+        batch.add_column(sa.Column("computed_traits", JSON, server_default="{}", nullable=False))
     op.create_table(
         "segments",
         sa.Column("key", sa.String(length=128), nullable=False),
@@ -41,9 +39,7 @@ def upgrade() -> None:
         sa.Column("profile_id", sa.String(length=36), nullable=False),
         sa.Column("entered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("left_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint(
-            "segment_key", "profile_id", name=op.f("pk_segment_memberships")
-        ),
+        sa.PrimaryKeyConstraint("segment_key", "profile_id", name=op.f("pk_segment_memberships")),
     )
     op.create_index(
         op.f("ix_segment_memberships_profile_id"), "segment_memberships", ["profile_id"]
