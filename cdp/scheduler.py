@@ -233,7 +233,11 @@ def source_jobs(runtime: Runtime) -> list[Job]:
     ]
 
 
-JOB_FACTORIES: list[str] = ["cdp.scheduler:source_jobs", "cdp.segments.jobs:segment_jobs"]
+JOB_FACTORIES: list[str] = [
+    "cdp.scheduler:source_jobs",
+    "cdp.segments.jobs:segment_jobs",
+    "cdp.models.jobs:model_jobs",
+]
 """One "module:function" (a `JobFactory`) per module with scheduled work. Imported when jobs
 are collected, so those modules may import this one."""
 

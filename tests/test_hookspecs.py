@@ -15,6 +15,8 @@ from cdp.components import (
     DecisionStrategy,
     DeliveryResult,
     Enricher,
+    Feature,
+    Output,
     Ranked,
     RecordBatch,
     SourceConnector,
@@ -34,15 +36,18 @@ class Source(SourceConnector):
 
 class Model(Enricher):
     name = "t-model"
+    task = "clustering"
 
     def outputs(self):
-        return ["t_score"]
+        return [Output("t_score")]
 
-    def train(self, features, labels):
-        return {"mean": sum(labels) / len(labels)}
+    def features(self):
+        return [Feature("events", "count")]
 
-    def score(self, model, features):
-        return [{"t_score": model["mean"]} for _ in features]
+    def estimator(self):
+        from sklearn.cluster import KMeans
+
+        return KMeans(2, n_init=1)
 
 
 class Strategy(DecisionStrategy):

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cdp.cli import keys, plugins, server, sources, worker
+from cdp.cli import keys, models, plugins, server, sources, worker
 from cdp.errors import CDPError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command()(worker.worker)
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(keys.app, name="keys")
 app.add_typer(sources.app, name="sources")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:
