@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# The enricher contract's declarations, re-exported so that vendors import from one place.
+from cdp.models.spec import Events, Feature, Output, Target, Task  # noqa: F401
+
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -71,40 +74,87 @@ class PushReceiver(ABC):
 
 
 class Enricher(Component):
-    """Builds features from the store, trains on them and scores profiles."""
+    """An enrichment model: declares what it writes on profiles, the features it learns from and
+    (unless it clusters) the label it predicts; supplies a scikit-learn estimator.
+
+    The core does the rest, the same for every enricher: it builds the features in the database
+    (events before a cut-off) and the labels (events in the window after it), holds out a test
+    split and records the evaluation, stores each trained version (a skops artefact with its
+    SHA-256, metrics, feature list, training window and code version), keeps an active version
+    with rollback, and scores every profile in chunks or one profile on demand.
+    """
 
     kind = "enricher"
+    task: ClassVar[Task]
+    """classification (`predict_proba`), regression (`predict`) or clustering (`predict`)."""
+    version: ClassVar[str] = "1"
+    """The enricher's own code version, recorded with every trained version; change it when the
+    features or the estimator change meaning."""
+    trusted_types: ClassVar[Sequence[str]] = ()
+    """Types its artefacts hold beyond those skops trusts by default (e.g. HistGradientBoosting's
+    `TreePredictor`); an artefact holding any other type is refused, never loaded."""
+
+    model: str = ""
+    """The name of the `[[models]]` entry this instance serves (set by the core); bundled
+    enrichers name their output after it, so two entries of one type write different scores."""
 
     @abstractmethod
-    def outputs(self) -> Sequence[str]:
-        """Names of the scores or labels this enricher writes on profiles."""
+    def outputs(self) -> Sequence[Output]:
+        """The scores and labels written on profiles, by name (unique across all models)."""
 
     @abstractmethod
-    def train(self, features: Any, labels: Any) -> Any:
-        """Fit and return a model object; the core versions, evaluates and stores it."""
+    def features(self) -> Sequence[Feature]:
+        """The columns of the feature matrix, in order."""
+
+    def target(self) -> Target | None:
+        """The label to learn (classification and regression); None for clustering."""
+        return None
 
     @abstractmethod
-    def score(self, model: Any, features: Any) -> Sequence[Mapping[str, float | str]]:
-        """One mapping of output name to value per row of `features`."""
+    def estimator(self) -> Any:
+        """A new, unfitted scikit-learn estimator (a Pipeline is fine); the core fits it on the
+        feature matrix (NaN where a feature has no value) and, unless clustering, the labels."""
+
+    def score(self, model: Any, features: Any) -> Mapping[str, Any]:
+        """Output name → one value per row of `features` (a numpy matrix): numbers for scores,
+        strings for labels. The default serves one score output: the probability of the
+        positive class, the prediction, or the cluster number."""
+        [output] = self.outputs()
+        if self.task == "classification":
+            return {output.name: model.predict_proba(features)[:, 1]}
+        return {output.name: model.predict(features)}
 
 
 # --- content providers and decision strategies ---------------------------------------------------
 
 
 class ContentProvider(Component):
-    """Supplies offers and renders their content for a profile and channel."""
+    """Supplies offers and renders their content for a profile and channel.
+
+    An offer is a mapping with at least `key` (unique within the provider; the core namespaces
+    it as "<provider name>:<key>"), `name`, `value`, `cost`, and `content` ({channel: {field:
+    template}}); optional `priority`, `levers`, `tags`, `valid_from`, `valid_until` (ISO-8601),
+    `eligibility` (a condition, see cdp.segments.conditions), `prerequisites`
+    ([{"offer": id, "outcome": "accepted" | "shown"}]), `budget` (presentations in all) and
+    `propensity` (the score name to rank it by). The core validates each offer
+    (`cdp.decisions.offers.parse_offer`) and drops, with a logged reason, those that are wrong.
+    """
 
     kind = "content_provider"
 
     @abstractmethod
-    def offers(self) -> Iterable[Mapping[str, Any]]:
-        """The offers this provider currently supplies."""
+    def offers(self, stored: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        """The offers this provider currently supplies. `stored` are the offers admins saved
+        for this provider through GraphQL (`upsertOffer`); a provider may serve them, as the
+        bundled catalogue does, or ignore them."""
 
     @abstractmethod
     def render(
         self, offer: Mapping[str, Any], profile: Mapping[str, Any], channel: str
     ) -> Mapping[str, str]:
-        """The offer's content for `channel` (e.g. subject, html, text), for `profile`."""
+        """The offer's content for `channel` (e.g. subject, html, text), for `profile`
+        ({"id", "traits", "computed_traits", "scores"}). Raise `cdp.errors.UserError` for
+        content that cannot be rendered; the offer is then filtered out with that reason."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +167,19 @@ class Ranked:
 
 
 class DecisionStrategy(Component):
-    """Ranks the eligible offers for a profile in a context."""
+    """Ranks the eligible offers for a profile in a context.
+
+    `offers` are validated offers as mappings (see `ContentProvider`, with `id` namespaced);
+    `profile` is {"id", "traits", "computed_traits", "scores": {name: value}, "segments":
+    [keys]}; `context` is {"channel", "placement", "time" (aware datetime), "limit",
+    "attributes", "stats"}, where "stats" maps each offer id to its response history on this
+    channel: {"shown": presentations, "successes": clicks, accepts and conversions}, so that a
+    learning strategy can work from the store's own data, the same in every process.
+    """
 
     kind = "strategy"
+    version: ClassVar[str] = "1"
+    """Logged with every decision; bump it when the ranking changes."""
 
     @abstractmethod
     def rank(

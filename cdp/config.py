@@ -79,6 +79,60 @@ class SegmentsConfig(Section):
     """How often every segment and computed trait is recomputed in bulk."""
 
 
+class CapConfig(Section):
+    """At most `max` offers presented per profile (and per channel / offer, if `per` says so)
+    within `within` ("7d", "24h" …)."""
+
+    per: Literal["profile", "channel", "offer"] = "profile"
+    max: int = Field(ge=0)
+    within: str = Field(pattern=r"^\d{1,6} ?(s|m|h|d|w)$")
+    channel: str | None = None
+    """Only for this channel (None: every channel)."""
+
+
+class QuietHoursConfig(Section):
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class SuppressionConfig(Section):
+    negatives: int = Field(3, ge=1)
+    """An offer is suppressed for a profile after this many DISMISS / REJECT responses …"""
+    within: str = Field("30d", pattern=r"^\d{1,6} ?(s|m|h|d|w)$")
+    """… within this period."""
+
+
+class ChannelPolicyConfig(Section):
+    """What `decideChannel` weighs for one outbound channel."""
+
+    cost: float = Field(0.0, ge=0)
+    reach: str | None = None
+    """The identifier type a profile needs to be reachable (email, phone, a push token …)."""
+    budget: int | None = Field(None, ge=0)
+    """At most this many presentations on the channel per `budget_within`."""
+    budget_within: str = Field("1d", pattern=r"^\d{1,6} ?(s|m|h|d|w)$")
+
+
+class DecisionsConfig(Section):
+    default_strategy: str = "arbitration"
+    """A `[[strategies]]` name or a bundled strategy type (rules, arbitration, bandit)."""
+    placements: dict[str, str] = {}
+    """Placement → strategy (as `default_strategy`)."""
+    holdout: float = Field(0.0, ge=0.0, le=0.5)
+    """The share of profiles, chosen by a stable hash of their id, held out as a control group."""
+    holdout_offer: str | None = None
+    """The offer the control group gets instead of none (an offer id), if any."""
+    consent: dict[str, str] = {}
+    """Channel → consent purpose a profile must have granted to get offers on it."""
+    caps: list[CapConfig] = []
+    quiet_hours: dict[str, QuietHoursConfig] = {}
+    """Channel → hours (in the profile's time zone) during which it gets no offers."""
+    timezone_trait: str = "timezone"
+    default_timezone: str = "UTC"
+    suppression: SuppressionConfig = SuppressionConfig()
+    channels: dict[str, ChannelPolicyConfig] = {}
+
+
 class SchedulerConfig(Section):
     in_server: bool = True
     """`cdp serve` runs the schedules itself; false when `cdp worker` processes run them."""
@@ -97,8 +151,14 @@ class Config(Section):
     traits: TraitsConfig = TraitsConfig()
     segments: SegmentsConfig = SegmentsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    decisions: DecisionsConfig = DecisionsConfig()
+    strategies: list[ComponentEntry] = []
+    content_providers: list[ComponentEntry] = []
+    """Content providers (offers and their content); none: one `catalogue` named "catalogue"."""
     sources: list[ComponentEntry] = []
     channels: list[ComponentEntry] = []
+    models: list[ComponentEntry] = []
+    """Enrichment models (`cdp.models.registry`): an enricher type, its options, a schedule."""
 
     @property
     def development(self) -> bool:

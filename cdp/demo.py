@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from cdp.collect.messages import Message, parse_message
 from cdp.db.models import Identifier
+from cdp.decisions import catalogue
 from cdp.ingest.pipeline import ingest_now
 from cdp.runtime import Runtime
 from cdp.segments import service
@@ -95,6 +96,8 @@ def load_demo(runtime: Runtime, profiles: int = 200, seed: int = 7) -> bool:
         service.upsert_computed(runtime, key, definition)
     for key, (name, definition) in SEGMENTS.items():
         service.upsert_segment(runtime, key, definition, name)
+    for offer in OFFERS:
+        catalogue.upsert_offer(runtime, "catalogue", offer)
     return True
 
 
@@ -129,6 +132,48 @@ SEGMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 """Shown on the demo's profiles; built as an admin would, through the same service."""
+
+_GREETING = "{{ profile.traits.first_name | default('there') }}"
+OFFERS: list[dict[str, Any]] = [
+    {
+        "key": "free-shipping",
+        "name": "Free shipping",
+        "value": 12,
+        "priority": 5,
+        "eligibility": {"event": "Product Added", "within": "30d"},
+        "content": {
+            "web": {"title": f"Free shipping, {_GREETING}!", "link": "/cart"},
+            "email": {
+                "subject": f"{_GREETING}, your cart ships free",
+                "text": "Complete your order today and shipping is on us.",
+                "html": "<p>Complete your order today and <b>shipping is on us</b>.</p>",
+            },
+        },
+    },
+    {
+        "key": "loyalty-10",
+        "name": "10% for repeat buyers",
+        "value": 25,
+        "priority": 8,
+        "eligibility": {"segment": "repeat_buyers"},
+        "content": {"*": {"title": f"Thank you, {_GREETING}: 10% off your next order"}},
+    },
+    {
+        "key": "pro-upgrade",
+        "name": "Upgrade to Pro",
+        "value": 40,
+        "priority": 3,
+        "eligibility": {"trait": "plan", "op": "in", "value": ["free", "plus"]},
+        "content": {"*": {"title": "Go Pro: two months free"}},
+    },
+    {
+        "key": "newsletter",
+        "name": "Join the newsletter",
+        "value": 2,
+        "priority": 1,
+        "content": {"*": {"title": "News and offers, once a week"}},
+    },
+]
 
 
 def _shopper(rng: random.Random, n: int, now: datetime) -> list[Message]:

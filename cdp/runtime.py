@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,8 @@ class Runtime:
     """The identity rules of `config.identity`, compiled once."""
     bus: Bus = field(default_factory=Bus)
     """What this process committed, for GraphQL subscriptions."""
+    caches: dict[str, Any] = field(default_factory=dict)
+    """Per-process state of the layers above the store (e.g. the decider's caches), by name."""
 
     @classmethod
     def start(

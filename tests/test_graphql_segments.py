@@ -323,7 +323,7 @@ def test_recompute_segments(client, runtime, api_keys):
         "segment": {"size": 0}
     }
     unknown = error(gql(client, api_keys["admin"], recompute, keys=["free", "nope"]))
-    assert unknown == "key: no segment has the key 'nope'"
+    assert unknown == "keys: no segment has the key 'nope'"
 
 
 # --- scopes -----------------------------------------------------------------------------------

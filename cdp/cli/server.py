@@ -11,8 +11,10 @@ from cdp.cli.common import ConfigOption, config_file, console, open_runtime
 from cdp.config import Config, load_config
 from cdp.db.engine import make_engine
 from cdp.db.migrate import current_revision, upgrade
+from cdp.decisions.catalogue import load_providers
 from cdp.demo import load_demo
 from cdp.logs import configure_logging
+from cdp.models.registry import load_models
 from cdp.sources.spec import load_sources
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to bind [default: server.host]")]
@@ -85,6 +87,8 @@ def _serve(cfg: Config, host: str | None, port: int | None, file: str) -> None:
     configure_logging()
     runtime = open_runtime(cfg)
     load_sources(cfg, runtime.plugins, file)  # a bad [[sources]] entry stops the start, named
+    load_providers(cfg, runtime.plugins, file)  # … and so does a bad [[content_providers]] one
+    load_models(cfg, runtime.plugins, file)  # … and a bad [[models]] entry
     uvicorn.run(
         create_app(runtime),
         host=host or cfg.server.host,

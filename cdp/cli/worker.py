@@ -14,8 +14,10 @@ import typer
 
 from cdp.cli.common import ConfigOption, config_file, open_runtime
 from cdp.config import load_config
+from cdp.decisions.catalogue import load_providers
 from cdp.ingest.pipeline import Pipeline
 from cdp.logs import configure_logging
+from cdp.models.registry import load_models
 from cdp.scheduler import Scheduler, scheduled_jobs
 from cdp.sources.spec import load_sources
 
@@ -35,6 +37,8 @@ def worker(
     runtime = open_runtime(cfg)
     try:
         load_sources(cfg, runtime.plugins, config_file(config))  # a bad entry stops it, named
+        load_providers(cfg, runtime.plugins, config_file(config))
+        load_models(cfg, runtime.plugins, config_file(config))
         scheduler = Scheduler(scheduled_jobs(runtime), cfg.scheduler.tick_seconds)
         configure_logging()
         failed = _work(scheduler, Pipeline(runtime), once)

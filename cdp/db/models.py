@@ -13,11 +13,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -340,3 +342,131 @@ class Score(Base):
     label: Mapped[str | None] = mapped_column(String(255))
     model_version: Mapped[str | None] = mapped_column(String(64))
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Offer(Base):
+    """An offer an admin saved through GraphQL, for the content provider named `provider`."""
+
+    __tablename__ = "offers"
+
+    provider: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Decision(Base):
+    """A logged decision: the context, the ranked offers with their factors, and every offer
+    filtered out with the rule that removed it. The log is the explanation and the data for
+    learning and evaluation."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index(None, "profile_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    profile_id: Mapped[str] = mapped_column(String(36))
+    channel: Mapped[str] = mapped_column(String(64))
+    placement: Mapped[str | None] = mapped_column(String(128))
+    strategy: Mapped[str] = mapped_column(String(128))
+    strategy_version: Mapped[str] = mapped_column(String(64))
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    context: Mapped[dict[str, Any]] = mapped_column(Json)
+    offers: Mapped[list[Any]] = mapped_column(Json)
+    """The chosen offers, best first: id, rank, score, probability, factors."""
+    filtered: Mapped[list[Any]] = mapped_column(Json)
+    """[{"offer", "rule", "detail"}] for every candidate that was removed, and why."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Presentation(Base):
+    """One offer given to one profile by a decision: what caps and budgets count."""
+
+    __tablename__ = "presentations"
+    __table_args__ = (
+        Index(None, "profile_id", "created_at"),
+        Index(None, "offer_id", "created_at"),
+        Index(None, "decision_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(36))
+    offer_id: Mapped[str] = mapped_column(String(255))
+    profile_id: Mapped[str] = mapped_column(String(36))
+    channel: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Response(Base):
+    """What a person did with an offer of a decision: impression, click, accept, conversion,
+    dismiss, reject (or unsubscribe)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        Index(None, "profile_id", "created_at"),
+        Index(None, "offer_id", "channel", "outcome"),
+        Index(None, "decision_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(36))
+    offer_id: Mapped[str] = mapped_column(String(255))
+    profile_id: Mapped[str] = mapped_column(String(36))
+    channel: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    """One trained version of a `[[models]]` entry: its artefact, evaluation and provenance."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    """The `[[models]]` entry's name."""
+    version: Mapped[int] = mapped_column(Integer)
+    """1, 2, … per model."""
+    type: Mapped[str] = mapped_column(String(128))
+    """The enricher's component name."""
+    task: Mapped[str] = mapped_column(String(16))
+    """classification, regression or clustering."""
+    outputs: Mapped[list[Any]] = mapped_column(Json)
+    """[{"name", "kind"}]: the scores and labels it writes."""
+    features: Mapped[list[Any]] = mapped_column(Json)
+    """The feature names, in the artefact's column order."""
+    options: Mapped[dict[str, Any]] = mapped_column(Json)
+    metrics: Mapped[dict[str, Any]] = mapped_column(Json)
+    """The held-out evaluation and the training data's sizes and balance."""
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Features were built from events before it; labels from the window after it."""
+    feature_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    label_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_version: Mapped[str] = mapped_column(String(255))
+    artefact: Mapped[bytes] = mapped_column(LargeBinary)
+    artefact_format: Mapped[str] = mapped_column(String(16))
+    artefact_sha256: Mapped[str] = mapped_column(String(64))
+    """Checked before the artefact is loaded: a changed artefact is refused."""
+    trained_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    training_seconds: Mapped[float] = mapped_column(Float)
+
+
+class ModelState(Base):
+    """A model's active version and its last batch scoring."""
+
+    __tablename__ = "model_states"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active_version: Mapped[int | None] = mapped_column(Integer)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the last batch scoring of every profile finished."""
+    scored_version: Mapped[int | None] = mapped_column(Integer)
+    scored_profiles: Mapped[int | None] = mapped_column(BigInteger)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the scheduled train-and-score job last started (set by compare-and-set, so one
+    process runs each due job)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ class Context:
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:
-        self.loaders = Loaders(self.read)
+        self.loaders = Loaders(self.read, self.refresh_scores)
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Run `work` with a session in a worker thread, so database I/O never blocks the loop."""
@@ -44,6 +44,14 @@ class Context:
                 return work(session)
 
         return await run_in_threadpool(run)
+
+    async def refresh_scores(self, profile_ids: Sequence[str]) -> None:
+        """Score on demand the profiles whose model scores are missing or stale, before
+        `Profile.scores` reads them."""
+        if self.runtime.config.models:  # without models nothing is stale (and no scikit-learn)
+            from cdp.models.service import refresh_quietly
+
+            await run_in_threadpool(refresh_quietly, self.runtime, profile_ids)
 
     async def write(self, work: Callable[[Session], T]) -> T:
         """Like `read`, in a transaction that commits when `work` returns."""

@@ -27,11 +27,14 @@ from cdp.profiles import EventPage
 from cdp.segments.compiler import COUNTING
 
 Reader = Callable[[Callable[[Session], Any]], Awaitable[Any]]
+Refresher = Callable[[Sequence[str]], Awaitable[None]]
 
 
 class Loaders:
-    def __init__(self, read: Reader) -> None:
+    def __init__(self, read: Reader, refresh_scores: Refresher | None = None) -> None:
         self._read = read
+        self._refresh_scores = refresh_scores
+        """Scores stale or missing profiles on demand before their scores are read."""
         self.identifiers: DataLoader[str, list[Identifier]] = DataLoader(
             self._by_profile(profiles.identifiers_of)
         )
@@ -45,7 +48,7 @@ class Loaders:
         self.memberships: DataLoader[str, list[SegmentMembership]] = DataLoader(
             self._by_profile(memberships_of)
         )
-        self.scores: DataLoader[str, list[Score]] = DataLoader(self._by_profile(scores_of))
+        self.scores: DataLoader[str, list[Score]] = DataLoader(self._scores)
         self.segment_sizes: DataLoader[str, int] = DataLoader(self._segment_sizes)
         self.members: DataLoader[tuple[str, MemberPage], list[Profile]] = DataLoader(self._members)
         self.counting_traits: DataLoader[None, frozenset[str]] = DataLoader(self._counting_traits)
@@ -73,6 +76,11 @@ class Loaders:
             for profile_id in profile_ids:
                 found[(profile_id, page)] = rows.get(profile_id, [])
         return [found[key] for key in keys]
+
+    async def _scores(self, profile_ids: Sequence[str]) -> list[list[Score]]:
+        if self._refresh_scores is not None:
+            await self._refresh_scores(profile_ids)
+        return await self._by_profile(scores_of)(profile_ids)
 
     async def _segment_sizes(self, keys: Sequence[str]) -> list[int]:
         found = await self._read(lambda s: segment_sizes(s, keys))

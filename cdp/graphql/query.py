@@ -12,13 +12,17 @@ from cdp import profiles
 from cdp.db.models import ComputedTrait as ComputedTraitRow
 from cdp.db.models import Profile as ProfileRow
 from cdp.db.models import Segment as SegmentRow
-from cdp.db.models import SourceState
+from cdp.db.models import SourceState, utcnow
+from cdp.decisions.catalogue import offer_cache
 from cdp.errors import UserError
 from cdp.graphql.context import Info
 from cdp.graphql.permissions import ADMIN, READ
+from cdp.graphql.queries.decisions import DecisionQueries
+from cdp.graphql.queries.models import ModelQueries
 from cdp.graphql.types.computed_trait import ComputedTrait
 from cdp.graphql.types.connection import Connection, check_first, connection, decode_cursor
 from cdp.graphql.types.identifier import IdentifierInput
+from cdp.graphql.types.offer import Offer
 from cdp.graphql.types.plugin import Plugin
 from cdp.graphql.types.profile import Profile
 from cdp.graphql.types.segment import Segment
@@ -31,7 +35,7 @@ from cdp.sources.spec import load_sources
 
 
 @strawberry.type
-class Query:
+class Query(DecisionQueries, ModelQueries):
     @strawberry.field(
         permission_classes=READ,
         description="A profile by id (a merged-away id gives the survivor) or by identifier.",
@@ -121,6 +125,17 @@ class Query:
             )
 
         return await run_in_threadpool(run)
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="Every valid offer of every content provider (saved, configured or from "
+        "the provider's own source), in provider order; invalid ones are left out and logged.",
+    )
+    async def offers(self, info: Info) -> list[Offer]:
+        runtime = info.context.runtime
+        cache = offer_cache(runtime)
+        found = await info.context.read(lambda s: cache.offers(s, runtime, utcnow()))
+        return [Offer.from_spec(spec) for spec in found]
 
     @strawberry.field(permission_classes=READ, description="Every computed trait, by key.")
     async def computed_traits(self, info: Info) -> list[ComputedTrait]:

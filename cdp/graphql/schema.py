@@ -25,8 +25,11 @@ from cdp.config import Config, GraphQLConfig
 from cdp.errors import UserError
 from cdp.graphql.context import Context
 from cdp.graphql.loaders import Loaders
+from cdp.graphql.mutations.decisions import DecisionMutations
 from cdp.graphql.mutations.identity import IdentityMutations
 from cdp.graphql.mutations.ingest import IngestMutations
+from cdp.graphql.mutations.models import ModelMutations
+from cdp.graphql.mutations.offers import OfferMutations
 from cdp.graphql.mutations.segments import SegmentMutations
 from cdp.graphql.mutations.sources import SourceMutations
 from cdp.graphql.query import Query
@@ -61,7 +64,7 @@ class FreshLoaders(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context.context
         if isinstance(context, Context) and isinstance(context.request, WebSocket):
-            context.loaders = Loaders(context.read)
+            context.loaders = Loaders(context.read, context.refresh_scores)
         yield
 
 
@@ -87,7 +90,15 @@ def build_extensions(
 
 
 @strawberry.type
-class Mutation(IngestMutations, IdentityMutations, SourceMutations, SegmentMutations):
+class Mutation(
+    IngestMutations,
+    IdentityMutations,
+    SourceMutations,
+    SegmentMutations,
+    DecisionMutations,
+    OfferMutations,
+    ModelMutations,
+):
     pass
 
 

@@ -19,6 +19,7 @@ from cdp.collect.messages import Message
 from cdp.db.bulk import insert_rows, next_ids
 from cdp.db.models import Event, utcnow
 from cdp.db.pairs import pairs_in
+from cdp.decisions.responses import from_events
 from cdp.identity.merge import lock_identity
 from cdp.identity.resolver import MergeRecord, Outcome, Resolver, StoredEvent
 from cdp.runtime import Runtime
@@ -111,6 +112,7 @@ class Pipeline:
                 for row, outcome in zip(fresh, outcomes, strict=True):
                     row.update(profile_id=outcome.profile_id, processed_at=now, error=outcome.error)
             _insert_events(session.connection(), fresh)
+            from_events(session, fresh)  # track events that are responses to offers
             if changed is not None:
                 self._refresh_segments(
                     session,

@@ -5,21 +5,24 @@ aggregate per profile (`SELECT profile_id, count(*) … GROUP BY profile_id`) jo
 JOIN, so "did not" and "fewer than" (which hold for profiles with no events) and "at least"
 share one shape, and the database can hash-join it. A `scope` (a list of profile ids) restricts
 both the profiles and every aggregate to them: incremental evaluation is the bulk query on a
-handful of profiles.
+handful of profiles. For a single profile given as a bound parameter (decisions), each aggregate
+is a correlated subquery instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     FromClause,
     Select,
+    String,
     and_,
+    bindparam,
     case,
     exists,
     false,
@@ -31,8 +34,17 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.sql import Subquery
+from sqlalchemy.sql.elements import BindParameter
 
-from cdp.db.models import Consent, Event, Identifier, Profile, Score, SegmentMembership
+from cdp.db.models import (
+    Consent,
+    Event,
+    Identifier,
+    Profile,
+    Score,
+    SegmentMembership,
+    UTCDateTime,
+)
 from cdp.segments.conditions import (
     And,
     Condition,
@@ -57,7 +69,9 @@ COUNTING = ("count", "unique_count")
 class Compiler:
     dialect: str
     now: datetime
-    scope: Sequence[str] | None = None
+    scope: Sequence[str] | BindParameter[str] | None = None
+    """Profile ids, or a bound parameter naming one profile (for statements built once and
+    run for many profiles)."""
     computed: Mapping[str, str] = field(default_factory=dict)
     """Computed trait key → its aggregate (counts read as 0 where not stored)."""
     joins: list[tuple[Subquery, ColumnElement[bool]]] = field(default_factory=list)
@@ -67,7 +81,7 @@ class Compiler:
     def members(self, condition: Condition) -> Select[Any]:
         """SELECT the ids of the live profiles (in scope) that meet the condition."""
         where = self.condition(condition)
-        query = select(PROFILES.c.id).select_from(self._from())
+        query = select(PROFILES.c.id).select_from(self.from_clause())
         return query.where(PROFILES.c.merged_into.is_(None), where, *self.in_scope())
 
     def changes(self, key: str, condition: Condition) -> Select[Any]:
@@ -77,7 +91,7 @@ class Compiler:
             (and_(PROFILES.c.merged_into.is_(None), self.condition(condition)), 1), else_=0
         )
         current = MEMBERSHIPS.alias("current")
-        joined = self._from().outerjoin(
+        joined = self.from_clause().outerjoin(
             current,
             and_(
                 current.c.segment_key == key,
@@ -92,7 +106,7 @@ class Compiler:
             .where(meets != was, *self.in_scope())
         )
 
-    def _from(self) -> FromClause:
+    def from_clause(self) -> FromClause:
         joined: FromClause = PROFILES
         for sub, on in self.joins:
             joined = joined.outerjoin(sub, on)
@@ -101,7 +115,10 @@ class Compiler:
     def in_scope(self, col: ColumnElement[Any] | None = None) -> list[ColumnElement[bool]]:
         if self.scope is None:
             return []
-        return [(PROFILES.c.id if col is None else col).in_(list(self.scope))]
+        column = PROFILES.c.id if col is None else col
+        if isinstance(self.scope, BindParameter):
+            return [column == self.scope]
+        return [column.in_(list(self.scope))]
 
     # --- the tree ---------------------------------------------------------------------------
 
@@ -182,15 +199,22 @@ class Compiler:
             assert node.property is not None
             number = JsonPath(self.dialect, e.c.payload, node.property).number()
             value = getattr(func, node.aggregate)(number)
-        sub = (
-            select(e.c.profile_id.label("profile_id"), value.label("value"))
-            .where(*self.event_filter(node.events))
-            .group_by(e.c.profile_id)
-            .subquery(f"history_{len(self.joins)}")
-        )
-        self.joins.append((sub, sub.c.profile_id == PROFILES.c.id))
+        found: ColumnElement[Any]
+        if isinstance(self.scope, BindParameter):
+            # One profile: a correlated aggregate reads its few events through the index,
+            # where a joined GROUP BY would be built first.
+            where = [*self.event_filter(node.events), e.c.profile_id == PROFILES.c.id]
+            found = select(value).where(*where).scalar_subquery()
+        else:
+            sub = (
+                select(e.c.profile_id.label("profile_id"), value.label("value"))
+                .where(*self.event_filter(node.events))
+                .group_by(e.c.profile_id)
+                .subquery(f"history_{len(self.joins)}")
+            )
+            self.joins.append((sub, sub.c.profile_id == PROFILES.c.id))
+            found = sub.c.value
         # No events: a count or a sum of 0; min, max and avg have no value.
-        found = sub.c.value
         if node.aggregate in ("count", "sum"):
             found = func.coalesce(found, 0)
         return self.column_test(found, node.test)
@@ -203,7 +227,7 @@ class Compiler:
         if events.type is not None:
             where.append(e.c.type == events.type)
         if events.within is not None:
-            where.append(e.c.timestamp >= self.now - events.within)
+            where.append(e.c.timestamp >= self._since(events.within))
         for item in events.where:
             where.append(self.json_test(JsonPath(self.dialect, e.c.payload, item.path), item.test))
         where.extend(self.in_scope(e.c.profile_id))
@@ -223,10 +247,10 @@ class Compiler:
                 return or_(text.contains(operand, autoescape=True), value.list_contains(operand))
             return value.list_contains(operand)
         if op in ("within_last", "not_within_last"):
-            since = _iso(self.now - operand)
+            since = self._iso_since(operand)
             text = value.string()
             if op == "within_last":
-                return and_(text >= since, text <= _iso(self.now))
+                return and_(text >= since, text <= self._iso_since(timedelta(0)))
             return text < since
         sample = operand[0] if isinstance(operand, list) else operand
         if isinstance(sample, bool):
@@ -266,13 +290,44 @@ class Compiler:
             return column.contains(operand, autoescape=True)
         raise AssertionError(f"operator {op} reached SQL unchecked")
 
+    # Times relative to now: literal values for a statement run once, bound parameters named by
+    # their distance from now for a statement prepared once and run many times (`relative`).
+
+    def _since(self, delta: timedelta) -> Any:
+        if not isinstance(self.scope, BindParameter):
+            return self.now - delta
+        seconds = int(delta.total_seconds())
+        return bindparam(f"since_{seconds}", self.now - delta, type_=UTCDateTime())
+
+    def _iso_since(self, delta: timedelta) -> Any:
+        if not isinstance(self.scope, BindParameter):
+            return _iso(self.now - delta)
+        seconds = int(delta.total_seconds())
+        return bindparam(f"iso_{seconds}", _text(self.now - delta), type_=String())
+
 
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], str)
 
 
-def _iso(at: datetime) -> Any:
-    """Datetime traits are ISO-8601 text; compared as UTC text (YYYY-MM-DDTHH:MM:SS)."""
+def relative(names: Sequence[str], now: datetime) -> dict[str, Any]:
+    """Values at `now` for the parameters `_since` and `_iso_since` name."""
+    found: dict[str, Any] = {}
+    for name in names:
+        kind, _, seconds = name.rpartition("_")
+        if kind == "since":
+            found[name] = now - timedelta(seconds=int(seconds))
+        elif kind == "iso":
+            found[name] = _text(now - timedelta(seconds=int(seconds)))
+    return found
+
+
+def _text(at: datetime) -> str:
     if at.tzinfo is not None:
         at = at.astimezone(UTC)
-    return literal(at.strftime("%Y-%m-%dT%H:%M:%S"))
+    return at.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _iso(at: datetime) -> Any:
+    """Datetime traits are ISO-8601 text; compared as UTC text (YYYY-MM-DDTHH:MM:SS)."""
+    return literal(_text(at))

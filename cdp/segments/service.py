@@ -87,7 +87,7 @@ def recompute(runtime: Runtime, segments: Sequence[str] | None = None) -> list[C
         known = evaluator.definitions(conn).segments
         for key in segments or ():
             if key not in known:
-                raise ConditionError("key", f"no segment has the key {key!r}")
+                raise ConditionError("keys", f"no segment has the key {key!r}")
         changes = evaluator.recompute(conn, utcnow(), segments)
         return changes, changes
 

@@ -4,13 +4,16 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 
 from cdp.db.models import Profile as ProfileRow
+from cdp.decisions.pipeline import decider_for
 from cdp.errors import UserError
 from cdp.graphql.context import Info
 from cdp.graphql.types.connection import Connection, check_first, connection, decode_cursor
 from cdp.graphql.types.consent import Consent
+from cdp.graphql.types.decision import Decision, DecisionContextInput
 from cdp.graphql.types.event import Event
 from cdp.graphql.types.identifier import Identifier
 from cdp.graphql.types.merge import MergeRecord
@@ -42,6 +45,15 @@ class Profile:
     async def segments(self, info: Info) -> list[SegmentMembership]:
         rows = await info.context.loaders.memberships.load(str(self.id))
         return [SegmentMembership.from_row(row) for row in rows]
+
+    @strawberry.field(
+        description="The best offers for this person in a context, ranked, rendered for the "
+        "channel and explained; the decision is logged (its id is what responses refer to)."
+    )
+    async def next_best_offers(self, info: Info, context: DecisionContextInput) -> Decision:
+        decider = decider_for(info.context.runtime)
+        decided = await run_in_threadpool(decider.decide, str(self.id), context.to_context())
+        return Decision.from_decided(decided)
 
     @strawberry.field(description="Model scores and labels, by name.")
     async def scores(self, info: Info) -> list[Score]:

@@ -1,0 +1,1 @@
+"""Offers, content, decision strategies and the decision pipeline: next-best-offers."""
