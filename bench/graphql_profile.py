@@ -4,6 +4,11 @@ Both servers run as subprocesses on one fresh database loaded with the demo data
 in turn with the same connections and random profile ids, and the ratio of their requests/s is
 the number to watch (target >= 0.30), with the GraphQL p99 (target < 50 ms at 50 clients).
 
+`--query profile` (default) asks for `profile(id) { id traits identifiers { type value } }`;
+`--query offers` for `profile(id) { id traits nextBestOffers(...) {...} }`, with the offers,
+scores and `[decisions]` config of bench/decisions.py, against a plain endpoint that reads the
+profile and calls the same decider.
+
 Run: python bench/graphql_profile.py [--database-url URL] [--duration S] ... (see --help)
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -37,6 +43,15 @@ from cdp.db.models import Profile
 
 HERE = Path(__file__).resolve().parent
 QUERY = "query($id: ID!) { profile(id: $id) { id traits identifiers { type value } } }"
+OFFERS_QUERY = (
+    "query($id: ID!) { profile(id: $id) { id traits "
+    'nextBestOffers(context: {channel: "web", placement: "home", limit: 3}) '
+    "{ id strategy offers { offerId name rank score content } } } }"
+)
+QUERIES = {"profile": QUERY, "offers": OFFERS_QUERY}
+PLAIN_PATHS = {"profile": "/profile/", "offers": "/offers/"}
+MARKERS = {"profile": '"identifiers"', "offers": '"nextBestOffers"'}
+"""What every good answer's body contains (besides no "errors")."""
 BASELINES = {"threadpool": "in the threadpool", "inline": "on the event loop"}
 P99_TARGET_MS = 50.0
 RATIO_TARGET = 0.30
@@ -56,6 +71,7 @@ class Target:
     body_prefix: str | None  # JSON body split around the profile id; None for a GET
     body_suffix: str
     headers: dict[str, str]
+    marker: str = MARKERS["profile"]
 
 
 @dataclass
@@ -68,6 +84,7 @@ class Result:
     server_cpu: float  # fraction of one core
     wrk_cpu: float
     machine_cpu: float  # fraction of all cores
+    empty: int = 0  # --query offers: good answers that gave no offer
 
     @property
     def failed(self) -> int:
@@ -98,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         help="how the plain endpoint reads: a sync endpoint in Starlette's threadpool, like "
         "cdp's reads [default], or on the event loop (faster on SQLite, a stricter bar)",
     )
+    parser.add_argument(
+        "--query",
+        choices=list(QUERIES),
+        default="profile",
+        help="profile: id, traits, identifiers [default]; offers: id, traits, nextBestOffers "
+        "(the data, offers and config of bench/decisions.py)",
+    )
+    parser.add_argument(
+        "--no-contains",
+        action="store_true",
+        help="--query offers: offers without `contains` trait tests (see bench/decisions.py)",
+    )
     parser.add_argument("--profiles", type=int, default=2000, help="demo profiles [2000]")
     parser.add_argument("--connections", type=int, default=50, help="concurrent clients [50]")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
@@ -105,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=int, default=15, help="measured seconds per endpoint [15]"
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds wrk waits for an answer before counting a timeout (a failure, left out "
+        "of its latencies) [2; 10 with --query offers, whose answers take longer]",
+    )
     args = parser.parse_args(argv)
+    timeout = args.timeout or (10.0 if args.query == "offers" else 2.0)
 
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -119,19 +155,27 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cdp-bench-")))
         url = stack.enter_context(_database(args.database_url, tmp))
         config = tmp / "cdp.toml"
-        config.write_text(f"[database]\nurl = {json.dumps(url)}\n", encoding="utf-8")
+        offers = args.query == "offers"
+        extra = _decisions_module().CONFIG_TOML if offers else ""
+        config.write_text(f"[database]\nurl = {json.dumps(url)}\n{extra}", encoding="utf-8")
         started = time.monotonic()
         key = _prepare(config, args.profiles)
+        prepared = ""
+        if offers:
+            prepared = _decisions_module().prepare_served(config, contains=not args.no_contains)
         ids = _profile_ids(url)
         print(
             f"data: {len(ids)} live profiles from `cdp demo --profiles {args.profiles}` on "
             f"{_database_version(url)} (setup {time.monotonic() - started:.0f} s); "
             f"wrk {_wrk_version(wrk)}, "
             f"{args.connections} connections, {args.threads} thread(s), "
-            f"{args.warmup} s warm-up + {args.duration} s measured per endpoint; "
+            f"{args.warmup} s warm-up + {args.duration} s measured per endpoint, "
+            f"{timeout:g} s timeout; "
             f"plain endpoint reads {BASELINES[args.baseline]}",
             flush=True,
         )
+        if offers:
+            print(f"offers: {prepared}; query: {OFFERS_QUERY}", flush=True)
 
         plain_port, graphql_port = _free_port(), _free_port()
         plain = _start(
@@ -152,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             graphql_port,
             tmp / "graphql.log",
         )
-        body = json.dumps({"query": QUERY, "variables": {"id": "@ID@"}}).split("@ID@")
+        query = QUERIES[args.query]
+        body = json.dumps({"query": query, "variables": {"id": "@ID@"}}).split("@ID@")
+        marker = MARKERS[args.query]
         targets = [
-            Target("plain", plain.pid, plain_port, "GET", "/profile/", None, "", {}),
+            Target(
+                "plain", plain.pid, plain_port, "GET", PLAIN_PATHS[args.query], None, "", {}, marker
+            ),
             Target(
                 "graphql",
                 graphql.pid,
@@ -164,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 body[0],
                 body[1],
                 {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+                marker,
             ),
         ]
         if not _same_answers(targets, random.Random(1).sample(ids, 3)):
@@ -174,18 +223,31 @@ def main(argv: list[str] | None = None) -> int:
             script = tmp / f"{target.name}.lua"
             script.write_text(_lua(target, ids), encoding="utf-8")
             # The warm-up fills caches, pools and the threadpool; its failures still count.
-            warm = _wrk(wrk, target, script, args.connections, args.threads, args.warmup)
+            warm = _wrk(wrk, target, script, args.connections, args.threads, args.warmup, timeout)
             results[target.name] = _wrk(
-                wrk, target, script, args.connections, args.threads, args.duration
+                wrk, target, script, args.connections, args.threads, args.duration, timeout
             )
             for kind, count in warm.failures.items():
                 results[target.name].failures[kind] += count
+            results[target.name].empty += warm.empty
 
         _report(results)
         for name, result in results.items():
             if result.failed:
-                _explain_failures(name, result, tmp / f"{name}.log")
+                _explain_failures(name, result, tmp / f"{name}.log", timeout)
     return 1 if any(r.failed for r in results.values()) else 0
+
+
+def _decisions_module() -> Any:
+    """bench/decisions.py (bench/ is not a package), loaded once."""
+    name = "bench_decisions"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / "decisions.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _prepare(config: Path, profiles: int) -> str:
@@ -302,15 +364,20 @@ def _fetch(target: Target, profile_id: str) -> Any:
 
 
 def _same_answers(targets: list[Target], ids: list[str]) -> bool:
-    """Both endpoints give the same profile JSON for the same ids (before any load)."""
+    """Both endpoints give the same profile JSON for the same ids (before any load). Each
+    answer with offers is a new decision: its id differs, the rest must not (two decisions in a
+    row for one profile stay under every cap)."""
     plain, graphql = targets
     for profile_id in ids:
         try:
-            want = _fetch(plain, profile_id)
+            want = _without_decision_id(_fetch(plain, profile_id))
             got = _fetch(graphql, profile_id)
         except urllib.error.URLError as exc:
             print(f"FAIL: request for profile {profile_id} failed: {exc}")
             return False
+        data = got.get("data") if isinstance(got, dict) else None
+        if isinstance(data, dict):
+            data["profile"] = _without_decision_id(data.get("profile"))
         if got != {"data": {"profile": want}}:
             print(
                 f"FAIL: answers differ for profile {profile_id}:\n"
@@ -318,6 +385,12 @@ def _same_answers(targets: list[Target], ids: list[str]) -> bool:
             )
             return False
     return True
+
+
+def _without_decision_id(profile: Any) -> Any:
+    if isinstance(profile, dict) and isinstance(profile.get("nextBestOffers"), dict):
+        profile["nextBestOffers"].pop("id", None)
+    return profile
 
 
 def _lua_str(value: str) -> str:
@@ -349,6 +422,7 @@ end
 function init(args)
   math.randomseed(os.time() * 100 + n)
   bad = 0
+  empty = 0
 end
 function request()
   local id = ids[math.random(#ids)]
@@ -356,26 +430,38 @@ function request()
 end
 function response(status, headers, body)
   -- A GraphQL error comes with status 200: look at the body too.
-  if status ~= 200 or not string.find(body, '"identifiers"', 1, true)
+  if status ~= 200 or not string.find(body, {_lua_str(target.marker)}, 1, true)
       or string.find(body, '"errors"', 1, true) then
     bad = bad + 1
+  elseif string.find(body, '"offers":[]', 1, true) or string.find(body, '"offers": []', 1, true)
+      then
+    empty = empty + 1
   end
 end
 function done(summary, latency, requests)
-  local bad = 0
-  for _, t in ipairs(threads) do bad = bad + t:get("bad") end
+  local bad, empty = 0, 0
+  for _, t in ipairs(threads) do
+    bad = bad + t:get("bad")
+    empty = empty + t:get("empty")
+  end
   local e = summary.errors
   io.write(string.format(
     "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d wrong=%d connect=%d read=%d "
-    .. "write=%d timeout=%d\\n",
+    .. "write=%d timeout=%d empty=%d\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), bad,
-    e.connect, e.read, e.write, e.timeout))
+    e.connect, e.read, e.write, e.timeout, empty))
 end
 """
 
 
 def _wrk(
-    wrk: str, target: Target, script: Path, connections: int, threads: int, seconds: int
+    wrk: str,
+    target: Target,
+    script: Path,
+    connections: int,
+    threads: int,
+    seconds: int,
+    timeout: float = 2.0,
 ) -> Result:
     before = _cpu(target.pid)
     out = subprocess.run(
@@ -384,6 +470,7 @@ def _wrk(
             f"-t{threads}",
             f"-c{connections}",
             f"-d{seconds}s",
+            f"--timeout={timeout:g}s",
             "-s",
             str(script),
             f"http://127.0.0.1:{target.port}",
@@ -407,6 +494,7 @@ def _wrk(
         server_cpu=(after.server - before.server) / elapsed,
         wrk_cpu=(after.children - before.children) / elapsed,
         machine_cpu=1 - (after.idle - before.idle) / ((after.total - before.total) or 1),
+        empty=values.get("empty", 0),
     )
 
 
@@ -455,14 +543,20 @@ def _report(results: dict[str, Result]) -> None:
         "(server and wrk cpu: share of one core; ms/req: server CPU time per request; "
         "machine cpu: share of all cores, other processes included)"
     )
+    for name, r in results.items():
+        if r.empty:
+            print(f"{name}: {r.empty} answers gave no offer (caps or eligibility)")
     graphql, plain = results["graphql"], results["plain"]
     print(f"graphql p99: {graphql.p99_ms:.1f} ms (target < {P99_TARGET_MS:.0f} ms)")
     print(f"graphql/plain ratio: {graphql.rps / plain.rps:.2f} (target >= {RATIO_TARGET:.2f})")
 
 
-def _explain_failures(name: str, result: Result, log: Path) -> None:
+def _explain_failures(name: str, result: Result, log: Path, timeout: float = 2.0) -> None:
     kinds = ", ".join(f"{n} {kind}" for kind, n in result.failures.items() if n)
-    print(f"FAIL: {name}: {result.failed} failed requests ({kinds}; timeout = no answer in 2 s)")
+    print(
+        f"FAIL: {name}: {result.failed} failed requests ({kinds}; "
+        f"timeout = no answer in {timeout:g} s)"
+    )
     # The server's own account, if it logged any error (cdp logs JSON lines, uvicorn text).
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     errors = [x for x in lines if '"level": "ERROR"' in x or x.startswith(("ERROR", "Traceback"))]

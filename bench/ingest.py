@@ -27,8 +27,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,27 @@ from cdp.db.migrate import upgrade
 from cdp.db.models import Event
 from cdp.keys import Scope, create_key
 from cdp.runtime import Runtime
+from cdp.segments.membership import SOURCE as TIMELINE_SOURCE
 
 BATCH = 100
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/ingest.py")
+    add_options(parser)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    warm, timed = _traffic(rng, args.users, args.batches)
+    with tempfile.TemporaryDirectory() as tmp, _database(args.database_url, Path(tmp)) as url:
+        run = run_server(url, Path(tmp), warm, timed, args.concurrency)
+        with _database(args.database_url, Path(tmp) / "baseline") as baseline_url:
+            baseline = _baseline(baseline_url, timed)
+    _report(url, run.events, run.elapsed, run.acked, run.latencies, run.failures, baseline, args)
+    return 1 if run.failures else 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark (bench/segments.py runs the same traffic)."""
     parser.add_argument(
         "--database-url",
         help="a PostgreSQL server database to create "
@@ -56,31 +72,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=600, help="timed batches of 100")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    rng = random.Random(args.seed)
-    warm, timed = _traffic(rng, args.users, args.batches)
-    with tempfile.TemporaryDirectory() as tmp, _database(args.database_url, Path(tmp)) as url:
-        key = _setup(url)
-        port = _free_port()
-        server = _start(url, port, Path(tmp))
-        try:
-            base = f"http://127.0.0.1:{port}"
-            asyncio.run(_send(base, key, warm, args.concurrency))  # known people, not timed
-            _wait_applied(url)
-            already = _count(url)
-            started = time.perf_counter()
-            latencies, failures = asyncio.run(_send(base, key, timed, args.concurrency))
-            acked = time.perf_counter() - started
-            _wait_applied(url)
-            elapsed = time.perf_counter() - started
-            events = _count(url) - already
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        with _database(args.database_url, Path(tmp) / "baseline") as baseline_url:
-            baseline = _baseline(baseline_url, timed)
-    _report(url, events, elapsed, acked, latencies, failures, baseline, args)
-    return 1 if failures else 0
+
+
+@dataclass
+class ServerRun:
+    events: int
+    """Timed events stored (not counting segment timeline events)."""
+    elapsed: float
+    """From the first timed request until the last timed event was applied."""
+    acked: float
+    """From the first timed request until the last was acknowledged."""
+    latencies: list[float]
+    failures: int
+    log: Path
+    """The server's log file."""
+
+
+def run_server(
+    url: str,
+    tmp: Path,
+    warm: list[bytes],
+    timed: list[bytes],
+    concurrency: int,
+    before_timed: Callable[[str], object] | None = None,
+) -> ServerRun:
+    """Migrate `url`, start `cdp serve` on it, send `warm` (not timed), call `before_timed(url)`
+    (e.g. to define segments), then send `timed` and wait until every event is applied."""
+    key = _setup(url)
+    port = _free_port()
+    server = _start(url, port, tmp)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(_send(base, key, warm, concurrency))  # known people, not timed
+        _wait_applied(url)
+        if before_timed is not None:
+            before_timed(url)
+        _analyze(url)
+        already = _count(url)
+        started = time.perf_counter()
+        latencies, failures = asyncio.run(_send(base, key, timed, concurrency))
+        acked = time.perf_counter() - started
+        _wait_applied(url)
+        elapsed = time.perf_counter() - started
+        events = _count(url) - already
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return ServerRun(events, elapsed, acked, latencies, failures, tmp / "server.log")
 
 
 # --- traffic -------------------------------------------------------------------------------------
@@ -251,11 +289,25 @@ def _start(url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
 
 
 def _count(url: str) -> int:
+    """Stored events, without the timeline events segments write (Segment Entered / Exited)."""
     engine = make_engine(url)
     with engine.connect() as conn:
-        found = conn.scalar(select(func.count()).select_from(Event)) or 0
+        found = conn.scalar(select(func.count()).where(Event.source != TIMELINE_SOURCE)) or 0
     engine.dispose()
     return found
+
+
+def _analyze(url: str) -> None:
+    """PostgreSQL: fresh planner statistics before timing, as autovacuum would have gathered
+    after the warm-up (servers run for tests often have autovacuum off; without statistics the
+    planner scans whole tables where an index would do)."""
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
+    finally:
+        engine.dispose()
 
 
 def _wait_applied(url: str, timeout: float = 600) -> None:

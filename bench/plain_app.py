@@ -4,6 +4,11 @@ It reads the same data the GraphQL `profile(id) { id traits identifiers { type v
 returns, with the same functions (`get_profile`, `identifiers_of`) and the same engine settings,
 so the difference between the two is what GraphQL, authentication, metrics and logging cost.
 
+`GET /offers/{id}` does what a hand-written endpoint for `profile(id) { id traits
+nextBestOffers(context: {channel: "web", placement: "home", limit: 3}) { id strategy offers {
+offerId name rank score content } } }` would: read the profile, ask the process's decider (the
+one GraphQL uses, `decider_for`) for a decision, and return the same JSON.
+
 Run: python bench/plain_app.py --config cdp.toml --port 8001 [--inline]
 """
 
@@ -20,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cdp.config import load_config
+from cdp.decisions.pipeline import DecisionContext, decider_for
 from cdp.profiles import get_profile, identifiers_of
 from cdp.runtime import Runtime
 
@@ -43,11 +49,47 @@ def create_app(runtime: Runtime, inline: bool = False) -> Starlette:
             }
         return JSONResponse(body)
 
+    offers_context = DecisionContext("web", "home", limit=3)
+
+    def offers(profile_id: str) -> JSONResponse:
+        with runtime.sessions() as session:
+            row = get_profile(session, profile_id)
+            if row is None:
+                return JSONResponse({"error": "not found"}, status_code=404)
+            found_id, traits = row.id, row.traits
+        decided = decider_for(runtime).decide(found_id, offers_context)
+        return JSONResponse(
+            {
+                "id": found_id,
+                "traits": traits,
+                "nextBestOffers": {
+                    "id": decided.id,
+                    "strategy": decided.strategy,
+                    "offers": [
+                        {
+                            "offerId": c.offer.id,
+                            "name": c.offer.name,
+                            "rank": c.rank,
+                            "score": c.score,
+                            "content": dict(c.content),
+                        }
+                        for c in decided.offers
+                    ],
+                },
+            }
+        )
+
     def threadpool(request: Request) -> JSONResponse:
         return read(request.path_params["id"])
 
     async def on_loop(request: Request) -> JSONResponse:
         return read(request.path_params["id"])
+
+    def offers_threadpool(request: Request) -> JSONResponse:
+        return offers(request.path_params["id"])
+
+    async def offers_on_loop(request: Request) -> JSONResponse:
+        return offers(request.path_params["id"])
 
     def healthz(request: Request) -> JSONResponse:
         with runtime.engine.connect() as conn:
@@ -57,6 +99,7 @@ def create_app(runtime: Runtime, inline: bool = False) -> Starlette:
     return Starlette(
         routes=[
             Route("/profile/{id}", on_loop if inline else threadpool, methods=["GET"]),
+            Route("/offers/{id}", offers_on_loop if inline else offers_threadpool, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
