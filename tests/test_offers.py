@@ -695,8 +695,7 @@ def test_providers_at_start_name_the_config_file(database_url):
         with pytest.raises(ConfigError) as caught:
             providers(runtime, "/etc/cdp/cdp.toml")
         assert str(caught.value) == (
-            "/etc/cdp/cdp.toml: content_providers[0].offers[0].value: expected a number, "
-            "got 'ten'"
+            "/etc/cdp/cdp.toml: content_providers[0].offers[0].value: expected a number, got 'ten'"
         )
     finally:
         runtime.close()
