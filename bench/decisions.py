@@ -322,7 +322,7 @@ def _latency(runtime: Runtime, url: str, args: argparse.Namespace, busy: float) 
     each = ", ".join(f"{b * 1000:.0f} ms" for b in builds)
     print(
         f"eligibility statement rebuilt {len(builds)} times during them"
-        + (f" ({each}; the design: once a minute)" if builds else "")
+        + (f" ({each}; the design: once per set of offers)" if builds else "")
     )
     print(f"load average before / after the timed decisions: {load_before} / {load_after}")
     print(f"decision p99: {p99:.2f} ms (target < {P99_TARGET_MS:.0f} ms)", flush=True)
@@ -703,7 +703,7 @@ def concurrent(decider: Decider, ids: list[str], threads: int, seconds: float) -
     each = sum(builds) * 1000 / len(builds) if builds else 0.0
     print(
         f"eligibility statement built {len(builds)} times ({each:.0f} ms each, "
-        f"{sum(builds):.1f} s in all; once a minute is the design)"
+        f"{sum(builds):.1f} s in all; once per set of offers is the design)"
     )
     print(f"load average before / after: {load_before} / {_loadavg()}", flush=True)
 

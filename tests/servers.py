@@ -29,6 +29,17 @@ START_TIMEOUT = 30.0
 _SERVE = (sys.executable, "-m", "cdp", "serve", "--host", "127.0.0.1")
 
 
+def refused_start(config: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    """Run `cdp serve` with a config that must stop it before it serves (port 1: never bound)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cdp", "serve", "--config", str(config), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CDP_DATABASE_URL": database_url},
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from conftest import gql, make_config
 from identity_helpers import msg, owner, send
+from servers import refused_start
 
 from cdp.config import ChannelPolicyConfig, DecisionsConfig, SuppressionConfig
 from cdp.decisions import catalogue
@@ -149,21 +150,11 @@ def test_decide_channel_weighs_consent_reach_and_cost(client, runtime, api_keys)
 
 
 def test_server_refuses_to_start_with_a_bad_content_provider(database_url, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     config = tmp_path / "cdp.toml"
     config.write_text(
         '[[content_providers]]\nname = "catalogue"\ntype = "catalogue"\n'
         'offers = [{ key = "a", name = "A", value = "lots", content = { web = { t = "x" } } }]\n'
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "cdp", "serve", "--config", str(config), "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CDP_DATABASE_URL": database_url},
-    )
+    result = refused_start(config, database_url)
     assert result.returncode == 2
     assert f"{config}: content_providers[0].offers[0].value" in result.stderr

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 from conftest import gql
+from servers import refused_start
 from source_helpers import entry, events, started
 from starlette.testclient import TestClient
 
@@ -94,12 +92,6 @@ def test_server_refuses_to_start_with_a_bad_source(database_url, tmp_path):
         '[[sources]]\nname = "crm"\ntype = "csv"\nkind = "people"\n'
         'path = "x.csv"\n[sources.mapping]\nidentifiers = { email = "Email" }\n'
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "cdp", "serve", "--config", str(config), "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CDP_DATABASE_URL": database_url},
-    )
+    result = refused_start(config, database_url)
     assert result.returncode == 2
     assert f"{config}: sources[0].kind:" in result.stderr
