@@ -4,6 +4,7 @@
     python bench/run.py graphql_profile      # only these
     python bench/run.py graphql_profile -- --duration 30   # arguments after -- go to each
     python bench/run.py import_csv -- --size 20   # a 20 MB import instead of the 1 GB one (hours)
+    python bench/run.py segments -- --part recompute --database-url postgresql://postgres@127.0.0.1/test
 
 Exit status: the highest of the benchmarks' (0 = ran and no request failed).
 """
