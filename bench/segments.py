@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "--explain", action="store_true", help="recompute: print the query plans (with timings)"
     )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     status = 0
     if args.part in ("all", "recompute"):
         status = max(status, bench_recompute(args))

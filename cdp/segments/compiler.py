@@ -224,6 +224,8 @@ class Compiler:
         where: list[ColumnElement[bool]] = [e.c.profile_id.is_not(None)]
         if events.name is not None:
             where.append(e.c.name == events.name)
+        else:  # "any event" means the person's, not the engine's own Segment Entered/Exited
+            where.append(e.c.source != "cdp:segments")
         if events.type is not None:
             where.append(e.c.type == events.type)
         if events.within is not None:
